@@ -1,0 +1,199 @@
+//! Appointments: the document, with the columns that schedules are searched by, and
+//! their external identifiers (unique per organisation, kind and system).
+
+use crate::{PostgresStore, db, pg_instant, rows_per_insert, to_doc, touched};
+use async_trait::async_trait;
+use domain::{Appointment, AppointmentId, ExternalIdKind, OrgId};
+use sqlx::types::Json;
+use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+use store::{AppointmentQuery, AppointmentStore, Page, PageRequest, StoreError, StoreResult};
+use uuid::Uuid;
+
+/// The listing order, in microseconds as SQLite keeps it, so that both backends' cursors
+/// carry the same key.
+fn sort_at(a: &Appointment) -> i64 {
+    a.start.unwrap_or(a.created_at).as_microsecond()
+}
+
+pub(crate) fn kind(k: ExternalIdKind) -> &'static str {
+    match k {
+        ExternalIdKind::Placer => "placer",
+        ExternalIdKind::Filler => "filler",
+    }
+}
+
+async fn insert_identifiers(
+    conn: &mut PgConnection,
+    appointments: &[Appointment],
+) -> StoreResult<()> {
+    let ids: Vec<_> = appointments
+        .iter()
+        .flat_map(|a| a.identifiers.iter().map(move |i| (a, i)))
+        .collect();
+    for chunk in ids.chunks(rows_per_insert(5)) {
+        let mut q = QueryBuilder::<Postgres>::new(
+            "INSERT INTO appointment_identifiers (org_id, appointment_id, kind, system, value) ",
+        );
+        q.push_values(chunk, |mut b, (a, i)| {
+            b.push_bind(a.org_id.0)
+                .push_bind(a.id.0)
+                .push_bind(kind(i.kind))
+                .push_bind(&i.system)
+                .push_bind(&i.value);
+        });
+        q.build().execute(&mut *conn).await.map_err(db)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl AppointmentStore for PostgresStore {
+    async fn insert_appointment(&self, a: &Appointment) -> StoreResult<()> {
+        self.insert_appointments(std::slice::from_ref(a)).await
+    }
+
+    async fn insert_appointments(&self, appointments: &[Appointment]) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        for chunk in appointments.chunks(rows_per_insert(12)) {
+            let mut q = QueryBuilder::<Postgres>::new(
+                "INSERT INTO appointments (id, org_id, patient_id, provider_id, location_id, start_at, sort_at, status, doc, created_at, updated_at, version) ",
+            );
+            q.push_values(chunk, |mut b, a| {
+                b.push_bind(a.id.0)
+                    .push_bind(a.org_id.0)
+                    .push_bind(a.patient_id.0)
+                    .push_bind(a.provider_id.map(|p| p.0))
+                    .push_bind(a.location_id.map(|l| l.0))
+                    .push_bind(a.start.map(pg_instant))
+                    .push_bind(sort_at(a))
+                    .push_bind(a.status.as_str())
+                    .push_bind(to_doc(a))
+                    .push_bind(pg_instant(a.created_at))
+                    .push_bind(pg_instant(a.updated_at))
+                    .push_bind(1_i64);
+            });
+            q.build().execute(&mut *tx).await.map_err(db)?;
+            insert_identifiers(&mut tx, chunk).await?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn update_appointment(&self, a: &Appointment) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query(
+            "UPDATE appointments SET patient_id = $1, provider_id = $2, location_id = $3, start_at = $4, sort_at = $5, status = $6, doc = $7, updated_at = $8, version = version + 1 WHERE org_id = $9 AND id = $10",
+        )
+        .bind(a.patient_id.0)
+        .bind(a.provider_id.map(|p| p.0))
+        .bind(a.location_id.map(|l| l.0))
+        .bind(a.start.map(pg_instant))
+        .bind(sort_at(a))
+        .bind(a.status.as_str())
+        .bind(to_doc(a))
+        .bind(pg_instant(a.updated_at))
+        .bind(a.org_id.0)
+        .bind(a.id.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        touched(done)?;
+        sqlx::query("DELETE FROM appointment_identifiers WHERE appointment_id = $1")
+            .bind(a.id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        insert_identifiers(&mut tx, std::slice::from_ref(a)).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn appointment(&self, org: OrgId, id: AppointmentId) -> StoreResult<Appointment> {
+        let Json(doc) = sqlx::query_scalar::<_, Json<Appointment>>(
+            "SELECT doc FROM appointments WHERE org_id = $1 AND id = $2",
+        )
+        .bind(org.0)
+        .bind(id.0)
+        .fetch_one(self.read())
+        .await
+        .map_err(db)?;
+        Ok(doc)
+    }
+
+    async fn appointment_by_identifier(
+        &self,
+        org: OrgId,
+        k: ExternalIdKind,
+        system: &str,
+        value: &str,
+    ) -> StoreResult<Appointment> {
+        let Json(doc) = sqlx::query_scalar::<_, Json<Appointment>>(
+            "SELECT a.doc FROM appointment_identifiers i JOIN appointments a ON a.id = i.appointment_id WHERE i.org_id = $1 AND i.kind = $2 AND i.system = $3 AND i.value = $4",
+        )
+        .bind(org.0)
+        .bind(kind(k))
+        .bind(system)
+        .bind(value)
+        .fetch_one(self.read())
+        .await
+        .map_err(db)?;
+        Ok(doc)
+    }
+
+    async fn search_appointments(
+        &self,
+        org: OrgId,
+        query: &AppointmentQuery,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Appointment>> {
+        let mut q = QueryBuilder::<Postgres>::new(
+            "SELECT id, sort_at, doc FROM appointments WHERE org_id = ",
+        );
+        q.push_bind(org.0);
+        if let Some(from) = query.from {
+            q.push(" AND start_at >= ").push_bind(pg_instant(from));
+        }
+        if let Some(to) = query.to {
+            q.push(" AND start_at < ").push_bind(pg_instant(to));
+        }
+        if let Some(p) = query.patient_id {
+            q.push(" AND patient_id = ").push_bind(p.0);
+        }
+        if let Some(p) = query.provider_id {
+            q.push(" AND provider_id = ").push_bind(p.0);
+        }
+        if let Some(l) = query.location_id {
+            q.push(" AND location_id = ").push_bind(l.0);
+        }
+        if !query.statuses.is_empty() {
+            q.push(" AND status IN (");
+            let mut list = q.separated(", ");
+            for s in &query.statuses {
+                list.push_bind(s.as_str());
+            }
+            q.push(")");
+        }
+        if let Some(c) = &page.after {
+            let key: i64 = c
+                .key
+                .parse()
+                .map_err(|_| StoreError::Corrupt("cursor".into()))?;
+            q.push(" AND (sort_at, id) > (")
+                .push_bind(key)
+                .push(", ")
+                .push_bind(c.id)
+                .push(")");
+        }
+        q.push(" ORDER BY sort_at, id LIMIT ")
+            .push_bind(page.fetch());
+        let rows = q.build().fetch_all(self.read()).await.map_err(db)?;
+        let rows = rows
+            .into_iter()
+            .map(|r| {
+                let id: Uuid = r.try_get("id").map_err(db)?;
+                let key: i64 = r.try_get("sort_at").map_err(db)?;
+                let Json(doc) = r.try_get::<Json<Appointment>, _>("doc").map_err(db)?;
+                Ok((key.to_string(), id, doc))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_rows(rows, page.limit))
+    }
+}

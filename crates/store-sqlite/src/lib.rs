@@ -1,0 +1,167 @@
+#![forbid(unsafe_code)]
+//! Rapport's SQLite backend, the default: one file, WAL, foreign keys on,
+//! `synchronous=FULL` so a committed write survives a power cut, and `BEGIN IMMEDIATE`
+//! for every write transaction on a single writer connection.
+
+mod appointments;
+mod organizations;
+mod patients;
+mod setup;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use serde_json::Value;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, Transaction};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+use store::{PoolStatus, Store, StoreError, StoreResult};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+const READERS: u32 = 8;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    /// The one connection that writes: SQLite allows one writer at a time anyway, and
+    /// queueing here instead of on the file lock keeps writers fair and never busy.
+    writer: SqlitePool,
+    readers: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating it and its folder when missing) the database at `url`:
+    /// `sqlite:///absolute/path.db` or `sqlite://relative/path.db`.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Unavailable(format!("bad SQLite URL: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5))
+            .pragma("temp_store", "memory")
+            .pragma("cache_size", "-32000");
+        if let Some(dir) = options.get_filename().parent()
+            && !dir.as_os_str().is_empty()
+            && !Path::new(dir).exists()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(unavailable)?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .min_connections(0)
+            .idle_timeout(Duration::from_secs(60))
+            .connect_with(options.read_only(false))
+            .await
+            .map_err(unavailable)?;
+        Ok(Self { writer, readers })
+    }
+
+    /// A write transaction that holds the write lock from its first statement.
+    pub(crate) async fn write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(db)
+    }
+
+    pub(crate) fn read(&self) -> &SqlitePool {
+        &self.readers
+    }
+
+    /// The raw pool, for the benchmark's baseline and the schema-drift test.
+    pub fn writer_pool(&self) -> &SqlitePool {
+        &self.writer
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        MIGRATOR.run(&self.writer).await.map_err(|e| StoreError::Database(e.to_string()))
+    }
+
+    async fn ready(&self) -> StoreResult<bool> {
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&self.readers)
+            .await
+            .unwrap_or_default();
+        Ok(MIGRATOR.iter().all(|m| applied.contains(&m.version)))
+    }
+
+    fn pool_status(&self) -> PoolStatus {
+        PoolStatus {
+            size: self.writer.size() + self.readers.size(),
+            idle: (self.writer.num_idle() + self.readers.num_idle()) as u32,
+            max: 1 + READERS,
+        }
+    }
+
+    async fn close(&self) {
+        self.readers.close().await;
+        self.writer.close().await;
+    }
+}
+
+pub(crate) fn unavailable(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// Maps database errors to the store's; unique violations name the field a person fixes.
+pub(crate) fn db(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::RowNotFound => StoreError::NotFound,
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            let msg = d.message();
+            let field = if msg.contains("organizations.slug") {
+                "slug"
+            } else if msg.contains("_identifiers.") {
+                "identifiers"
+            } else {
+                "id"
+            };
+            StoreError::Conflict { field: field.into(), message: format!("a record with this {field} already exists") }
+        }
+        sqlx::Error::Database(d) if d.is_foreign_key_violation() => StoreError::Conflict {
+            field: "reference".into(),
+            message: "a referenced record does not exist in this organisation".into(),
+        },
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => unavailable(e),
+        _ => StoreError::Database(e.to_string()),
+    }
+}
+
+pub(crate) fn micros(t: Timestamp) -> i64 {
+    t.as_microsecond()
+}
+
+pub(crate) fn instant(us: i64) -> StoreResult<Timestamp> {
+    Timestamp::from_microsecond(us).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(crate) fn to_doc<T: serde::Serialize>(value: &T) -> String {
+    // Serialising our own plain structs cannot fail.
+    serde_json::to_string(value).unwrap_or_else(|_| Value::Null.to_string())
+}
+
+pub(crate) fn from_doc<T: serde::de::DeserializeOwned>(doc: &str) -> StoreResult<T> {
+    serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Fails with `NotFound` when an update touched no row (absent, or another tenant's).
+pub(crate) fn touched(result: sqlx::sqlite::SqliteQueryResult) -> StoreResult<()> {
+    if result.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+}
+
+/// Largest number of rows in one multi-row INSERT: SQLite binds at most 32,766 values.
+pub(crate) const BATCH_ROWS: usize = 1000;

@@ -1,0 +1,49 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations and the domain types.
+
+use crate::api::{appointments, locations, organization, patients, providers, tokens};
+use axum::response::IntoResponse;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Rapport API", description = "Rapport's REST API: the clinic's records. Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`.", license(name = "Apache-2.0")),
+    paths(
+        organization::show,
+        locations::list, locations::show, locations::create, locations::update,
+        providers::list, providers::show, providers::create, providers::update,
+        patients::search, patients::show, patients::create, patients::update,
+        appointments::search, appointments::show, appointments::create, appointments::update,
+        tokens::list, tokens::create, tokens::revoke,
+    ),
+    components(schemas(crate::error::ErrorResponse, domain::PhoneInput, domain::patient::ContactInput)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "patients", description = "Patients and how to reach them"),
+        (name = "appointments", description = "Appointments"),
+        (name = "setup", description = "Locations and providers"),
+        (name = "organization", description = "The caller's organisation and its API tokens"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("An API token from `rapport token create`")).build()),
+        );
+    }
+}
+
+/// The document as pretty JSON (stable, so a snapshot test can compare it).
+pub fn openapi_json() -> String {
+    ApiDoc::openapi().to_pretty_json().unwrap_or_else(|_| "{}".to_owned())
+}
+
+pub(crate) async fn serve() -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], openapi_json())
+}
