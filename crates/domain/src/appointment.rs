@@ -90,10 +90,15 @@ impl ConfirmationState {
 impl FromStr for ConfirmationState {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
-        [Self::Unconfirmed, Self::Confirmed, Self::RescheduleRequested, Self::CancelRequested]
-            .into_iter()
-            .find(|v| v.as_str() == s)
-            .ok_or(())
+        [
+            Self::Unconfirmed,
+            Self::Confirmed,
+            Self::RescheduleRequested,
+            Self::CancelRequested,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+        .ok_or(())
     }
 }
 
@@ -195,9 +200,11 @@ impl NewAppointment {
                 format!("start is required for a {} appointment", status.as_str()),
             )),
             (None, Some(_)) => Err(FieldError::new("end", "invalid_field", "end needs a start")),
-            (Some(start), Some(end)) if end <= start => {
-                Err(FieldError::new("end", "invalid_field", "end must be later than start"))
-            }
+            (Some(start), Some(end)) if end <= start => Err(FieldError::new(
+                "end",
+                "invalid_field",
+                "end must be later than start",
+            )),
             _ => Ok(()),
         }?;
         for (i, id) in self.identifiers.iter().enumerate() {
@@ -212,7 +219,11 @@ impl NewAppointment {
 mod tests {
     use super::*;
 
-    fn new(start: Option<&str>, end: Option<&str>, status: Option<AppointmentStatus>) -> NewAppointment {
+    fn new(
+        start: Option<&str>,
+        end: Option<&str>,
+        status: Option<AppointmentStatus>,
+    ) -> NewAppointment {
         NewAppointment {
             identifiers: vec![],
             patient_id: PatientId::new(),
@@ -229,9 +240,22 @@ mod tests {
     #[test]
     fn a_booked_appointment_needs_a_start_and_a_later_end() {
         assert_eq!(new(None, None, None).validate().unwrap_err().field, "start");
-        assert!(new(None, None, Some(AppointmentStatus::Waitlist)).validate().is_ok());
-        assert!(new(Some("2026-12-01T15:00:00Z"), None, None).validate().is_ok());
-        let err = new(Some("2026-12-01T15:00:00Z"), Some("2026-12-01T14:00:00Z"), None).validate();
+        assert!(
+            new(None, None, Some(AppointmentStatus::Waitlist))
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            new(Some("2026-12-01T15:00:00Z"), None, None)
+                .validate()
+                .is_ok()
+        );
+        let err = new(
+            Some("2026-12-01T15:00:00Z"),
+            Some("2026-12-01T14:00:00Z"),
+            None,
+        )
+        .validate();
         assert_eq!(err.unwrap_err().field, "end");
     }
 

@@ -18,11 +18,26 @@ pub enum Role {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Action {
     Read,
     WriteCareRecords,
     ManageSetup,
     Administer,
+}
+
+impl Action {
+    pub const ALL: [Action; 4] = [
+        Action::Read,
+        Action::WriteCareRecords,
+        Action::ManageSetup,
+        Action::Administer,
+    ];
+
+    /// The action with this `as u8` value (used as a const generic by the web layer).
+    pub fn from_u8(n: u8) -> Option<Action> {
+        Self::ALL.into_iter().find(|a| *a as u8 == n)
+    }
 }
 
 impl Role {
@@ -54,7 +69,9 @@ impl FromStr for Role {
             "agent" => Ok(Role::Agent),
             "manager" => Ok(Role::Manager),
             "admin" => Ok(Role::Admin),
-            _ => Err(format!("unknown role {s:?}: expected admin, manager, agent or viewer")),
+            _ => Err(format!(
+                "unknown role {s:?}: expected admin, manager, agent or viewer"
+            )),
         }
     }
 }

@@ -45,7 +45,11 @@ pub type FieldErrors = Vec<FieldError>;
 
 pub(crate) fn required(field: &str, value: &str) -> Result<(), FieldError> {
     if value.trim().is_empty() {
-        Err(FieldError::new(field, "missing_field", format!("{field} is required")))
+        Err(FieldError::new(
+            field,
+            "missing_field",
+            format!("{field} is required"),
+        ))
     } else {
         Ok(())
     }

@@ -20,8 +20,8 @@ pub use clock::{Clock, FixedClock, SystemClock};
 pub use error::{FieldError, FieldErrors};
 pub use ids::{AppointmentId, LocationId, OrgId, PatientId, ProviderId, TokenId};
 pub use organization::{
-    Address, Closure, DayHours, Location, NewLocation, NewOrganization, NewProvider,
-    OpeningHours, Organization, Provider, ProviderIdentifier,
+    Address, Closure, DayHours, Location, NewLocation, NewOrganization, NewProvider, OpeningHours,
+    Organization, Provider, ProviderIdentifier,
 };
 pub use patient::{
     Contact, ContactInput, HumanName, NameUse, NewPatient, Patient, PatientIdentifier, Sex,

@@ -30,7 +30,10 @@ pub struct NewOrganization {
 impl NewOrganization {
     pub fn validate(&self) -> Result<(), FieldError> {
         let slug_ok = (2..=63).contains(&self.slug.len())
-            && self.slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && self
+                .slug
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !self.slug.starts_with('-');
         if !slug_ok {
             return Err(FieldError::new(
@@ -229,7 +232,10 @@ impl NewLocation {
             Some(p) => Some(Phone::parse(p, &org.phone_region).map_err(|e| e.at("phone.number"))?),
             None => None,
         };
-        let zone = self.time_zone.clone().unwrap_or_else(|| org.time_zone.clone());
+        let zone = self
+            .time_zone
+            .clone()
+            .unwrap_or_else(|| org.time_zone.clone());
         Ok((phone, zone))
     }
 }
@@ -339,8 +345,14 @@ mod tests {
             address: None,
             phone: None,
             time_zone: ZoneName::parse("America/New_York").unwrap(),
-            opening_hours: OpeningHours::weekdays(Time::constant(8, 0, 0, 0), Time::constant(17, 0, 0, 0)),
-            closures: vec![Closure { date: jiff::civil::date(2026, 11, 26), reason: Some("Thanksgiving".into()) }],
+            opening_hours: OpeningHours::weekdays(
+                Time::constant(8, 0, 0, 0),
+                Time::constant(17, 0, 0, 0),
+            ),
+            closures: vec![Closure {
+                date: jiff::civil::date(2026, 11, 26),
+                reason: Some("Thanksgiving".into()),
+            }],
             created_at: Timestamp::UNIX_EPOCH,
             updated_at: Timestamp::UNIX_EPOCH,
         };
@@ -357,7 +369,13 @@ mod tests {
     #[test]
     fn hours_must_close_after_they_open() {
         let mut hours = OpeningHours::default();
-        hours.tuesday.push(DayHours { opens: Time::constant(17, 0, 0, 0), closes: Time::constant(8, 0, 0, 0) });
-        assert_eq!(hours.validate().unwrap_err().field, "opening_hours.tuesday[0]");
+        hours.tuesday.push(DayHours {
+            opens: Time::constant(17, 0, 0, 0),
+            closes: Time::constant(8, 0, 0, 0),
+        });
+        assert_eq!(
+            hours.validate().unwrap_err().field,
+            "opening_hours.tuesday[0]"
+        );
     }
 }

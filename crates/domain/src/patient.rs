@@ -238,13 +238,19 @@ impl NewPatient {
         if let Some(email) = &self.email
             && !is_plausible_email(email)
         {
-            return Err(FieldError::new("email", "invalid_email", "email must look like name@example.org"));
+            return Err(FieldError::new(
+                "email",
+                "invalid_email",
+                "email must look like name@example.org",
+            ));
         }
         let phones = self
             .phones
             .iter()
             .enumerate()
-            .map(|(i, p)| Phone::parse(p, phone_region).map_err(|e| e.at(&format!("phones[{i}].number"))))
+            .map(|(i, p)| {
+                Phone::parse(p, phone_region).map_err(|e| e.at(&format!("phones[{i}].number")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let contacts = self
             .contacts
@@ -254,7 +260,8 @@ impl NewPatient {
                 required(&format!("contacts[{i}].name"), &c.name)?;
                 let phone = match &c.phone {
                     Some(p) => Some(
-                        Phone::parse(p, phone_region).map_err(|e| e.at(&format!("contacts[{i}].phone.number")))?,
+                        Phone::parse(p, phone_region)
+                            .map_err(|e| e.at(&format!("contacts[{i}].phone.number")))?,
                     ),
                     None => None,
                 };
@@ -275,7 +282,8 @@ fn is_language_tag(tag: &str) -> bool {
     let primary_ok = parts
         .next()
         .is_some_and(|p| (2..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphabetic()));
-    primary_ok && parts.all(|p| (1..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()))
+    primary_ok
+        && parts.all(|p| (1..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 fn is_plausible_email(email: &str) -> bool {
@@ -334,7 +342,11 @@ mod tests {
 
     fn named(family: &str) -> NewPatient {
         NewPatient {
-            names: vec![HumanName { family: Some(family.into()), given: vec!["Ana".into()], ..Default::default() }],
+            names: vec![HumanName {
+                family: Some(family.into()),
+                given: vec!["Ana".into()],
+                ..Default::default()
+            }],
             ..Default::default()
         }
     }
@@ -342,10 +354,20 @@ mod tests {
     #[test]
     fn a_patient_needs_a_name_or_an_identifier() {
         let today = date(2026, 11, 25);
-        assert_eq!(NewPatient::default().validate("US", today).unwrap_err().code, "missing_field");
+        assert_eq!(
+            NewPatient::default()
+                .validate("US", today)
+                .unwrap_err()
+                .code,
+            "missing_field"
+        );
         assert!(named("García").validate("US", today).is_ok());
         let by_mrn = NewPatient {
-            identifiers: vec![PatientIdentifier { authority: "EHR".into(), type_code: mr(), value: "123".into() }],
+            identifiers: vec![PatientIdentifier {
+                authority: "EHR".into(),
+                type_code: mr(),
+                value: "123".into(),
+            }],
             ..Default::default()
         };
         assert!(by_mrn.validate("US", today).is_ok());
@@ -357,7 +379,10 @@ mod tests {
         let mut p = named("Lee");
         p.birth_date = Some(date(2026, 11, 26));
         let err = p.validate("US", today).unwrap_err();
-        assert_eq!((err.field.as_str(), err.code), ("birth_date", "birth_date_in_future"));
+        assert_eq!(
+            (err.field.as_str(), err.code),
+            ("birth_date", "birth_date_in_future")
+        );
         p.birth_date = Some(today);
         assert!(p.validate("US", today).is_ok());
     }
@@ -366,11 +391,22 @@ mod tests {
     fn a_bad_phone_names_its_position() {
         let mut p = named("Lee");
         p.phones = vec![
-            PhoneInput { number: "201-555-0123".into(), use_: None, textable: None },
-            PhoneInput { number: "555-555-5555".into(), use_: None, textable: None },
+            PhoneInput {
+                number: "201-555-0123".into(),
+                use_: None,
+                textable: None,
+            },
+            PhoneInput {
+                number: "555-555-5555".into(),
+                use_: None,
+                textable: None,
+            },
         ];
         let err = p.validate("US", date(2026, 1, 1)).unwrap_err();
-        assert_eq!((err.field.as_str(), err.code), ("phones[1].number", "invalid_phone"));
+        assert_eq!(
+            (err.field.as_str(), err.code),
+            ("phones[1].number", "invalid_phone")
+        );
     }
 
     #[test]
@@ -382,7 +418,14 @@ mod tests {
     #[test]
     fn display_name_prefers_the_official_name() {
         let mut p = named("Lee");
-        p.names.insert(0, HumanName { use_: NameUse::Nickname, given: vec!["Annie".into()], ..Default::default() });
+        p.names.insert(
+            0,
+            HumanName {
+                use_: NameUse::Nickname,
+                given: vec!["Annie".into()],
+                ..Default::default()
+            },
+        );
         let valid = p.validate("US", date(2026, 1, 1)).unwrap();
         let patient = Patient {
             id: PatientId::new(),

@@ -60,7 +60,11 @@ impl fmt::Display for E164 {
 impl TryFrom<String> for E164 {
     type Error = PhoneError;
     fn try_from(s: String) -> Result<Self, Self::Error> {
-        if s.starts_with('+') && s.len() > 2 && s.len() <= 16 && s[1..].bytes().all(|b| b.is_ascii_digit()) {
+        if s.starts_with('+')
+            && s.len() > 2
+            && s.len() <= 16
+            && s[1..].bytes().all(|b| b.is_ascii_digit())
+        {
             Ok(Self(s))
         } else {
             E164::parse(&s, "US")
@@ -82,7 +86,8 @@ struct ParsedPhone {
 
 impl ParsedPhone {
     fn parse(text: &str, region: &str) -> Result<Self, PhoneError> {
-        let region = Region::from_str(&region.to_ascii_uppercase()).map_err(|_| PhoneError::UnknownRegion)?;
+        let region = Region::from_str(&region.to_ascii_uppercase())
+            .map_err(|_| PhoneError::UnknownRegion)?;
         let cleaned = clean(text)?;
         if is_placeholder(&cleaned) {
             return Err(PhoneError::Placeholder);
@@ -102,9 +107,16 @@ impl ParsedPhone {
             return Err(PhoneError::Invalid);
         }
         let e164 = number.format().mode(phonenumber::Mode::E164).to_string();
-        let extension = number.extension().map(|e| e.to_string()).filter(|e| !e.is_empty());
+        let extension = number
+            .extension()
+            .map(|e| e.to_string())
+            .filter(|e| !e.is_empty());
         let kind = number.number_type(&phonenumber::metadata::DATABASE);
-        Ok(Self { e164: E164(e164), extension, kind })
+        Ok(Self {
+            e164: E164(e164),
+            extension,
+            kind,
+        })
     }
 }
 
@@ -118,8 +130,12 @@ fn clean(text: &str) -> Result<String, PhoneError> {
             '\u{FF0B}' => out.push('+'),
             '\u{2010}'..='\u{2015}' | '\u{2212}' => out.push('-'),
             c if c.is_ascii_alphanumeric() || c.is_whitespace() => out.push(c),
-            '+' | '-' | '(' | ')' | '.' | '/' | '#' | ',' | ';' | ':' | '=' | '*' | '~' => out.push(c),
-            'á' | 'é' | 'í' | 'ó' | 'ú' | 'ñ' | 'Á' | 'É' | 'Í' | 'Ó' | 'Ú' => out.push(c),
+            '+' | '-' | '(' | ')' | '.' | '/' | '#' | ',' | ';' | ':' | '=' | '*' | '~' => {
+                out.push(c)
+            }
+            'á' | 'é' | 'í' | 'ó' | 'ú' | 'ñ' | 'Á' | 'É' | 'Í' | 'Ó' | 'Ú' => {
+                out.push(c)
+            }
             c if c.is_numeric() => out.push(c),
             _ => return Err(PhoneError::StrayCharacter),
         }
@@ -206,7 +222,11 @@ impl Phone {
     /// Lenient reading for EHR data, which is never refused for one bad field: a number
     /// that is not valid is kept as written, not textable. `None` for placeholders.
     pub fn from_ehr(raw: &str, use_: PhoneUse, region: &str) -> Option<Phone> {
-        let input = PhoneInput { number: raw.to_owned(), use_: Some(use_), textable: None };
+        let input = PhoneInput {
+            number: raw.to_owned(),
+            use_: Some(use_),
+            textable: None,
+        };
         match Phone::parse(&input, region) {
             Ok(phone) => Some(phone),
             Err(PhoneError::Placeholder | PhoneError::NotANumber) if raw.trim().is_empty() => None,
@@ -224,7 +244,10 @@ impl Phone {
 
 fn can_receive_texts(kind: phonenumber::Type) -> bool {
     use phonenumber::Type::*;
-    !matches!(kind, TollFree | PremiumRate | SharedCost | Pager | Voicemail | Uan)
+    !matches!(
+        kind,
+        TollFree | PremiumRate | SharedCost | Pager | Voicemail | Uan
+    )
 }
 
 #[cfg(test)]
@@ -236,13 +259,28 @@ mod tests {
     }
 
     fn api(s: &str) -> Result<Phone, PhoneError> {
-        Phone::parse(&PhoneInput { number: s.into(), use_: None, textable: None }, "US")
+        Phone::parse(
+            &PhoneInput {
+                number: s.into(),
+                use_: None,
+                textable: None,
+            },
+            "US",
+        )
     }
 
     #[test]
     fn common_us_forms_normalise_to_the_same_e164() {
-        for s in ["1-650-253-0000", "16502530000", "+16502530000", "6502530000", "(650) 253-0000",
-            "1 (650) 253\u{00AD}-0000", "650.253.0000", "tel:+1-650-253-0000"] {
+        for s in [
+            "1-650-253-0000",
+            "16502530000",
+            "+16502530000",
+            "6502530000",
+            "(650) 253-0000",
+            "1 (650) 253\u{00AD}-0000",
+            "650.253.0000",
+            "tel:+1-650-253-0000",
+        ] {
             assert_eq!(e164(s).as_deref(), Ok("+16502530000"), "{s}");
         }
         assert_eq!(e164("3472444150").as_deref(), Ok("+13472444150"));
@@ -252,7 +290,10 @@ mod tests {
     fn international_forms_from_the_us() {
         assert_eq!(e164("011 64 3 331 6005").as_deref(), Ok("+6433316005"));
         assert_eq!(e164("\u{FF0B}64 3 331 6005").as_deref(), Ok("+6433316005"));
-        assert_eq!(E164::parse("(03) 5555 6473", "AU").unwrap().as_str(), "+61355556473");
+        assert_eq!(
+            E164::parse("(03) 5555 6473", "AU").unwrap().as_str(),
+            "+61355556473"
+        );
     }
 
     #[test]
@@ -270,7 +311,11 @@ mod tests {
 
     #[test]
     fn extensions_are_kept_apart_and_make_the_number_not_textable() {
-        for s in ["(800) 901-3355 x 7246433", "(800) 901-3355 , ext 7246433", "(800) 901-3355 ext: 7246433"] {
+        for s in [
+            "(800) 901-3355 x 7246433",
+            "(800) 901-3355 , ext 7246433",
+            "(800) 901-3355 ext: 7246433",
+        ] {
             let p = api(s).unwrap();
             assert_eq!(p.e164.as_ref().unwrap().as_str(), "+18009013355", "{s}");
             assert_eq!(p.extension.as_deref(), Some("7246433"), "{s}");
@@ -293,7 +338,11 @@ mod tests {
     fn toll_free_numbers_cannot_take_texts_and_staff_can_mark_landlines() {
         assert!(!api("800-234-5678").unwrap().textable);
         let landline = Phone::parse(
-            &PhoneInput { number: "2015550123".into(), use_: Some(PhoneUse::Home), textable: Some(false) },
+            &PhoneInput {
+                number: "2015550123".into(),
+                use_: Some(PhoneUse::Home),
+                textable: Some(false),
+            },
             "US",
         )
         .unwrap();

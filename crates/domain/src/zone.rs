@@ -51,8 +51,14 @@ mod tests {
 
     #[test]
     fn known_zones_parse_and_unknown_are_refused() {
-        assert_eq!(ZoneName::parse("America/Chicago").unwrap().as_str(), "America/Chicago");
-        assert_eq!(ZoneName::parse("Mars/Olympus").unwrap_err().code, "invalid_time_zone");
+        assert_eq!(
+            ZoneName::parse("America/Chicago").unwrap().as_str(),
+            "America/Chicago"
+        );
+        assert_eq!(
+            ZoneName::parse("Mars/Olympus").unwrap_err().code,
+            "invalid_time_zone"
+        );
         assert!(ZoneName::parse("").is_err());
     }
 }

@@ -83,7 +83,11 @@ pub enum TokenCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut config = Config::load(cli.config.as_deref(), |k| std::env::var(k).ok())?;
     if let Some(f) = &cli.log_format {
-        config.log_format = if f == "json" { LogFormat::Json } else { LogFormat::Human };
+        config.log_format = if f == "json" {
+            LogFormat::Json
+        } else {
+            LogFormat::Human
+        };
     }
     telemetry::init_logs(&config.log_format);
     match cli.command {
@@ -93,7 +97,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Demo => {
             let store = open_store(&config.database_url).await?;
-            let seeded = demo::seed(&*store, &domain::SystemClock).await?;
+            let seeded = demo::seed(
+                &*store,
+                &domain::SystemClock,
+                std::path::Path::new(demo::TOKEN_FILE),
+            )
+            .await?;
             demo::print_welcome(&config, &seeded);
             serve(&config, store).await?;
         }
@@ -104,18 +113,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Healthcheck { url } => {
             let base = url.unwrap_or_else(|| format!("http://{}", config.http_addr));
-            return Ok(if healthcheck(&base).await { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+            return Ok(if healthcheck(&base).await {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
         }
-        Command::Org { command: OrgCommand::Create { slug, name, time_zone } } => {
+        Command::Org {
+            command:
+                OrgCommand::Create {
+                    slug,
+                    name,
+                    time_zone,
+                },
+        } => {
             let store = open_store(&config.database_url).await?;
             let org = create_org(&*store, &slug, &name, &time_zone).await?;
             println!("{}", org.id);
             store.close().await;
         }
-        Command::Token { command: TokenCommand::Create { org, name, role } } => {
+        Command::Token {
+            command: TokenCommand::Create { org, name, role },
+        } => {
             let store = open_store(&config.database_url).await?;
             let org = match store.organization_by_slug(&org).await {
-                Err(StoreError::NotFound) => bail!("no organisation with slug {org:?}; create it with `rapport org create`"),
+                Err(StoreError::NotFound) => {
+                    bail!("no organisation with slug {org:?}; create it with `rapport org create`")
+                }
                 other => other?,
             };
             let secret = create_token(&*store, org.id, &name, role).await?;
@@ -126,7 +150,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn create_org(store: &dyn store::Store, slug: &str, name: &str, time_zone: &str) -> anyhow::Result<Organization> {
+pub async fn create_org(
+    store: &dyn store::Store,
+    slug: &str,
+    name: &str,
+    time_zone: &str,
+) -> anyhow::Result<Organization> {
     let new = NewOrganization {
         slug: slug.to_owned(),
         name: name.to_owned(),
@@ -142,14 +171,21 @@ pub async fn create_org(store: &dyn store::Store, slug: &str, name: &str, time_z
         created_at: jiff::Timestamp::now(),
     };
     match store.insert_organization(&org).await {
-        Err(StoreError::Conflict { .. }) => bail!("an organisation with slug {slug:?} already exists"),
+        Err(StoreError::Conflict { .. }) => {
+            bail!("an organisation with slug {slug:?} already exists")
+        }
         other => other?,
     }
     Ok(org)
 }
 
 /// Creates a token and returns its secret (the only time it exists outside the caller).
-pub async fn create_token(store: &dyn store::Store, org: OrgId, name: &str, role: Role) -> anyhow::Result<String> {
+pub async fn create_token(
+    store: &dyn store::Store,
+    org: OrgId,
+    name: &str,
+    role: Role,
+) -> anyhow::Result<String> {
     let secret = web::new_secret();
     let token = ApiToken {
         id: TokenId::new(),
@@ -173,9 +209,14 @@ async fn healthcheck(base: &str) -> bool {
     let host = rest.trim_end_matches('/');
     let attempt = async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(host).await.context("connecting")?;
+        let mut stream = tokio::net::TcpStream::connect(host)
+            .await
+            .context("connecting")?;
         stream
-            .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+            .write_all(
+                format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
             .await?;
         let mut reply = Vec::new();
         stream.read_to_end(&mut reply).await?;

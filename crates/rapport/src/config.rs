@@ -50,10 +50,15 @@ impl Default for Config {
 impl Config {
     /// Loads the file (when `explicit`, it must exist; else `rapport.toml` is read if present),
     /// then applies the environment.
-    pub fn load(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Config> {
         let mut config = match file {
             Some(path) => Self::from_file(path)?,
-            None if Path::new("rapport.toml").exists() => Self::from_file(Path::new("rapport.toml"))?,
+            None if Path::new("rapport.toml").exists() => {
+                Self::from_file(Path::new("rapport.toml"))?
+            }
             None => Config::default(),
         };
         config.apply_env(env)?;
@@ -61,16 +66,19 @@ impl Config {
     }
 
     fn from_file(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("in {}", path.display()))
     }
 
     fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
         fn addr(name: &str, v: &str) -> anyhow::Result<SocketAddr> {
-            v.parse().with_context(|| format!("{name} must be host:port, e.g. 127.0.0.1:8080"))
+            v.parse()
+                .with_context(|| format!("{name} must be host:port, e.g. 127.0.0.1:8080"))
         }
         fn number<T: std::str::FromStr>(name: &str, v: &str) -> anyhow::Result<T> {
-            v.parse().map_err(|_| anyhow::anyhow!("{name} must be a whole number"))
+            v.parse()
+                .map_err(|_| anyhow::anyhow!("{name} must be a whole number"))
         }
         if let Some(v) = env("RAPPORT_DATABASE_URL") {
             self.database_url = v;
@@ -109,7 +117,10 @@ impl Config {
     pub fn web(&self) -> web::WebConfig {
         web::WebConfig {
             body_limit: self.body_limit,
-            rate_limit: web::RateLimit { per_minute: self.rate_limit_per_minute, burst: self.rate_limit_burst },
+            rate_limit: web::RateLimit {
+                per_minute: self.rate_limit_per_minute,
+                burst: self.rate_limit_burst,
+            },
         }
     }
 }
@@ -124,7 +135,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rapport-config-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("rapport.toml");
-        std::fs::write(&file, "http_addr = \"127.0.0.1:9000\"\npublic_url = \"https://file.example\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "http_addr = \"127.0.0.1:9000\"\npublic_url = \"https://file.example\"\n",
+        )
+        .unwrap();
         let env: HashMap<&str, &str> = [("RAPPORT_PUBLIC_URL", "https://env.example")].into();
         let config = Config::load(Some(&file), |k| env.get(k).map(|v| v.to_string())).unwrap();
         assert_eq!(config.http_addr.port(), 9000, "from the file");
@@ -135,7 +150,10 @@ mod tests {
 
     #[test]
     fn bad_values_say_which_setting() {
-        let err = Config::load(None, |k| (k == "RAPPORT_HTTP_ADDR").then(|| "nowhere".to_string())).unwrap_err();
+        let err = Config::load(None, |k| {
+            (k == "RAPPORT_HTTP_ADDR").then(|| "nowhere".to_string())
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("RAPPORT_HTTP_ADDR"), "{err}");
         let dir = std::env::temp_dir().join(format!("rapport-config-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).unwrap();

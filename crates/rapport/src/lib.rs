@@ -24,13 +24,22 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Opens the database named by `url` and applies its migrations.
 pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
-    let store: Arc<dyn Store> = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Arc::new(store_postgres::PostgresStore::connect(url).await.context("connecting to PostgreSQL")?)
-    } else if url.starts_with("sqlite:") {
-        Arc::new(store_sqlite::SqliteStore::connect(url).await.context("opening SQLite")?)
-    } else {
-        bail!("RAPPORT_DATABASE_URL must start with sqlite:// or postgres://");
-    };
+    let store: Arc<dyn Store> =
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Arc::new(
+                store_postgres::PostgresStore::connect(url)
+                    .await
+                    .context("connecting to PostgreSQL")?,
+            )
+        } else if url.starts_with("sqlite:") {
+            Arc::new(
+                store_sqlite::SqliteStore::connect(url)
+                    .await
+                    .context("opening SQLite")?,
+            )
+        } else {
+            bail!("RAPPORT_DATABASE_URL must start with sqlite:// or postgres://");
+        };
     store.migrate().await.context("applying migrations")?;
     Ok(store)
 }
@@ -46,14 +55,19 @@ pub async fn launch_with_listeners(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let web_config = config.web();
-    let app = web::router(web::AppState::new(store.clone(), clock, &web_config), &web_config);
+    let app = web::router(
+        web::AppState::new(store.clone(), clock, &web_config),
+        &web_config,
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
     let http_server = axum::serve(http, app).with_graceful_shutdown(stopped(stop_rx.clone()));
-    let metrics_server = axum::serve(metrics, metrics_router(store.clone())).with_graceful_shutdown(stopped(stop_rx));
-    let servers = async { tokio::try_join!(http_server.into_future(), metrics_server.into_future()) };
+    let metrics_server = axum::serve(metrics, metrics_router(store.clone()))
+        .with_graceful_shutdown(stopped(stop_rx));
+    let servers =
+        async { tokio::try_join!(http_server.into_future(), metrics_server.into_future()) };
     let deadline = async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");
@@ -108,8 +122,20 @@ pub async fn shutdown_signal() {
 
 /// Binds both listeners from the configuration and serves until a signal.
 pub async fn serve(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<()> {
-    let http = TcpListener::bind(config.http_addr).await.with_context(|| format!("binding {}", config.http_addr))?;
-    let metrics = TcpListener::bind(config.metrics_addr).await.with_context(|| format!("binding {}", config.metrics_addr))?;
+    let http = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding {}", config.http_addr))?;
+    let metrics = TcpListener::bind(config.metrics_addr)
+        .await
+        .with_context(|| format!("binding {}", config.metrics_addr))?;
     tracing::info!(http = %config.http_addr, metrics = %config.metrics_addr, backend = store.backend(), "rapport is serving");
-    launch_with_listeners(config, store, Arc::new(domain::SystemClock), http, metrics, shutdown_signal()).await
+    launch_with_listeners(
+        config,
+        store,
+        Arc::new(domain::SystemClock),
+        http,
+        metrics,
+        shutdown_signal(),
+    )
+    .await
 }

@@ -19,12 +19,24 @@ pub(crate) fn kind(k: ExternalIdKind) -> &'static str {
     }
 }
 
-async fn insert_identifiers(conn: &mut SqliteConnection, appointments: &[Appointment]) -> StoreResult<()> {
-    let ids: Vec<_> = appointments.iter().flat_map(|a| a.identifiers.iter().map(move |i| (a, i))).collect();
+async fn insert_identifiers(
+    conn: &mut SqliteConnection,
+    appointments: &[Appointment],
+) -> StoreResult<()> {
+    let ids: Vec<_> = appointments
+        .iter()
+        .flat_map(|a| a.identifiers.iter().map(move |i| (a, i)))
+        .collect();
     for chunk in ids.chunks(BATCH_ROWS) {
-        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO appointment_identifiers (org_id, appointment_id, kind, system, value) ");
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO appointment_identifiers (org_id, appointment_id, kind, system, value) ",
+        );
         q.push_values(chunk, |mut b, (a, i)| {
-            b.push_bind(a.org_id.0).push_bind(a.id.0).push_bind(kind(i.kind)).push_bind(&i.system).push_bind(&i.value);
+            b.push_bind(a.org_id.0)
+                .push_bind(a.id.0)
+                .push_bind(kind(i.kind))
+                .push_bind(&i.system)
+                .push_bind(&i.value);
         });
         q.build().execute(&mut *conn).await.map_err(db)?;
     }
@@ -92,16 +104,23 @@ impl AppointmentStore for SqliteStore {
     }
 
     async fn appointment(&self, org: OrgId, id: AppointmentId) -> StoreResult<Appointment> {
-        let doc: String = sqlx::query_scalar("SELECT doc FROM appointments WHERE org_id = ? AND id = ?")
-            .bind(org.0)
-            .bind(id.0)
-            .fetch_one(self.read())
-            .await
-            .map_err(db)?;
+        let doc: String =
+            sqlx::query_scalar("SELECT doc FROM appointments WHERE org_id = ? AND id = ?")
+                .bind(org.0)
+                .bind(id.0)
+                .fetch_one(self.read())
+                .await
+                .map_err(db)?;
         from_doc(&doc)
     }
 
-    async fn appointment_by_identifier(&self, org: OrgId, k: ExternalIdKind, system: &str, value: &str) -> StoreResult<Appointment> {
+    async fn appointment_by_identifier(
+        &self,
+        org: OrgId,
+        k: ExternalIdKind,
+        system: &str,
+        value: &str,
+    ) -> StoreResult<Appointment> {
         let doc: String = sqlx::query_scalar(
             "SELECT a.doc FROM appointment_identifiers i JOIN appointments a ON a.id = i.appointment_id WHERE i.org_id = ? AND i.kind = ? AND i.system = ? AND i.value = ?",
         )
@@ -115,8 +134,15 @@ impl AppointmentStore for SqliteStore {
         from_doc(&doc)
     }
 
-    async fn search_appointments(&self, org: OrgId, query: &AppointmentQuery, page: &PageRequest) -> StoreResult<Page<Appointment>> {
-        let mut q = QueryBuilder::<Sqlite>::new("SELECT id, sort_at, doc FROM appointments WHERE org_id = ");
+    async fn search_appointments(
+        &self,
+        org: OrgId,
+        query: &AppointmentQuery,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Appointment>> {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT id, sort_at, doc FROM appointments WHERE org_id = ",
+        );
         q.push_bind(org.0);
         if let Some(from) = query.from {
             q.push(" AND start_at >= ").push_bind(micros(from));
@@ -142,10 +168,18 @@ impl AppointmentStore for SqliteStore {
             q.push(")");
         }
         if let Some(c) = &page.after {
-            let key: i64 = c.key.parse().map_err(|_| StoreError::Corrupt("cursor".into()))?;
-            q.push(" AND (sort_at, id) > (").push_bind(key).push(", ").push_bind(c.id).push(")");
+            let key: i64 = c
+                .key
+                .parse()
+                .map_err(|_| StoreError::Corrupt("cursor".into()))?;
+            q.push(" AND (sort_at, id) > (")
+                .push_bind(key)
+                .push(", ")
+                .push_bind(c.id)
+                .push(")");
         }
-        q.push(" ORDER BY sort_at, id LIMIT ").push_bind(page.fetch());
+        q.push(" ORDER BY sort_at, id LIMIT ")
+            .push_bind(page.fetch());
         let rows = q.build().fetch_all(self.read()).await.map_err(db)?;
         let rows = rows
             .into_iter()

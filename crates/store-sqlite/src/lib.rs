@@ -11,7 +11,9 @@ mod setup;
 use async_trait::async_trait;
 use jiff::Timestamp;
 use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{Sqlite, Transaction};
 use std::path::Path;
 use std::str::FromStr;
@@ -47,8 +49,9 @@ impl SqliteStore {
             && !dir.as_os_str().is_empty()
             && !Path::new(dir).exists()
         {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
         }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
@@ -88,14 +91,18 @@ impl Store for SqliteStore {
     }
 
     async fn migrate(&self) -> StoreResult<()> {
-        MIGRATOR.run(&self.writer).await.map_err(|e| StoreError::Database(e.to_string()))
+        MIGRATOR
+            .run(&self.writer)
+            .await
+            .map_err(|e| StoreError::Database(e.to_string()))
     }
 
     async fn ready(&self) -> StoreResult<bool> {
-        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-            .fetch_all(&self.readers)
-            .await
-            .unwrap_or_default();
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.readers)
+                .await
+                .unwrap_or_default();
         Ok(MIGRATOR.iter().all(|m| applied.contains(&m.version)))
     }
 
@@ -130,7 +137,10 @@ pub(crate) fn db(e: sqlx::Error) -> StoreError {
             } else {
                 "id"
             };
-            StoreError::Conflict { field: field.into(), message: format!("a record with this {field} already exists") }
+            StoreError::Conflict {
+                field: field.into(),
+                message: format!("a record with this {field} already exists"),
+            }
         }
         sqlx::Error::Database(d) if d.is_foreign_key_violation() => StoreError::Conflict {
             field: "reference".into(),
@@ -160,7 +170,11 @@ pub(crate) fn from_doc<T: serde::de::DeserializeOwned>(doc: &str) -> StoreResult
 
 /// Fails with `NotFound` when an update touched no row (absent, or another tenant's).
 pub(crate) fn touched(result: sqlx::sqlite::SqliteQueryResult) -> StoreResult<()> {
-    if result.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+    if result.rows_affected() == 0 {
+        Err(StoreError::NotFound)
+    } else {
+        Ok(())
+    }
 }
 
 /// Largest number of rows in one multi-row INSERT: SQLite binds at most 32,766 values.

@@ -38,12 +38,20 @@ impl OrganizationStore for SqliteStore {
     }
 
     async fn organization(&self, id: OrgId) -> StoreResult<Organization> {
-        let row = sqlx::query("SELECT * FROM organizations WHERE id = ?").bind(id.0).fetch_one(self.read()).await.map_err(db)?;
+        let row = sqlx::query("SELECT * FROM organizations WHERE id = ?")
+            .bind(id.0)
+            .fetch_one(self.read())
+            .await
+            .map_err(db)?;
         organization(row)
     }
 
     async fn organization_by_slug(&self, slug: &str) -> StoreResult<Organization> {
-        let row = sqlx::query("SELECT * FROM organizations WHERE slug = ?").bind(slug).fetch_one(self.read()).await.map_err(db)?;
+        let row = sqlx::query("SELECT * FROM organizations WHERE slug = ?")
+            .bind(slug)
+            .fetch_one(self.read())
+            .await
+            .map_err(db)?;
         organization(row)
     }
 }
@@ -81,11 +89,12 @@ impl TokenStore for SqliteStore {
     }
 
     async fn token_by_hash(&self, secret_hash: &str) -> StoreResult<ApiToken> {
-        let row = sqlx::query("SELECT * FROM api_tokens WHERE secret_hash = ? AND revoked_at IS NULL")
-            .bind(secret_hash)
-            .fetch_one(self.read())
-            .await
-            .map_err(db)?;
+        let row =
+            sqlx::query("SELECT * FROM api_tokens WHERE secret_hash = ? AND revoked_at IS NULL")
+                .bind(secret_hash)
+                .fetch_one(self.read())
+                .await
+                .map_err(db)?;
         token(row)
     }
 

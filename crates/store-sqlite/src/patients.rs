@@ -21,7 +21,11 @@ pub(crate) fn name_tokens(text: &str) -> Vec<String> {
 }
 
 fn distinct_phones(p: &Patient) -> Vec<&str> {
-    let mut phones: Vec<&str> = p.phones.iter().filter_map(|ph| ph.e164.as_ref().map(|e| e.as_str())).collect();
+    let mut phones: Vec<&str> = p
+        .phones
+        .iter()
+        .filter_map(|ph| ph.e164.as_ref().map(|e| e.as_str()))
+        .collect();
     phones.sort_unstable();
     phones.dedup();
     phones
@@ -48,27 +52,47 @@ async fn insert_rows(conn: &mut SqliteConnection, patients: &[Patient]) -> Store
 }
 
 async fn insert_index_rows(conn: &mut SqliteConnection, patients: &[Patient]) -> StoreResult<()> {
-    let identifiers: Vec<_> = patients.iter().flat_map(|p| p.identifiers.iter().map(move |i| (p, i))).collect();
+    let identifiers: Vec<_> = patients
+        .iter()
+        .flat_map(|p| p.identifiers.iter().map(move |i| (p, i)))
+        .collect();
     for chunk in identifiers.chunks(BATCH_ROWS) {
-        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO patient_identifiers (org_id, patient_id, authority, type_code, value) ");
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO patient_identifiers (org_id, patient_id, authority, type_code, value) ",
+        );
         q.push_values(chunk, |mut b, (p, i)| {
-            b.push_bind(p.org_id.0).push_bind(p.id.0).push_bind(&i.authority).push_bind(&i.type_code).push_bind(&i.value);
+            b.push_bind(p.org_id.0)
+                .push_bind(p.id.0)
+                .push_bind(&i.authority)
+                .push_bind(&i.type_code)
+                .push_bind(&i.value);
         });
         q.build().execute(&mut *conn).await.map_err(db)?;
     }
-    let phones: Vec<_> = patients.iter().flat_map(|p| distinct_phones(p).into_iter().map(move |e| (p, e))).collect();
+    let phones: Vec<_> = patients
+        .iter()
+        .flat_map(|p| distinct_phones(p).into_iter().map(move |e| (p, e)))
+        .collect();
     for chunk in phones.chunks(BATCH_ROWS) {
-        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO patient_phones (org_id, patient_id, e164) ");
+        let mut q =
+            QueryBuilder::<Sqlite>::new("INSERT INTO patient_phones (org_id, patient_id, e164) ");
         q.push_values(chunk, |mut b, (p, e)| {
             b.push_bind(p.org_id.0).push_bind(p.id.0).push_bind(*e);
         });
         q.build().execute(&mut *conn).await.map_err(db)?;
     }
-    let keys: Vec<_> = patients.iter().flat_map(|p| p.name_keys().into_iter().map(move |k| (p, k))).collect();
+    let keys: Vec<_> = patients
+        .iter()
+        .flat_map(|p| p.name_keys().into_iter().map(move |k| (p, k)))
+        .collect();
     for chunk in keys.chunks(BATCH_ROWS) {
-        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO patient_name_keys (org_id, name_key, patient_id) ");
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO patient_name_keys (org_id, name_key, patient_id) ",
+        );
         q.push_values(chunk, |mut b, (p, k)| {
-            b.push_bind(p.org_id.0).push_bind(k.clone()).push_bind(p.id.0);
+            b.push_bind(p.org_id.0)
+                .push_bind(k.clone())
+                .push_bind(p.id.0);
         });
         q.build().execute(&mut *conn).await.map_err(db)?;
     }
@@ -113,16 +137,22 @@ impl PatientStore for SqliteStore {
     }
 
     async fn patient(&self, org: OrgId, id: PatientId) -> StoreResult<Patient> {
-        let doc: String = sqlx::query_scalar("SELECT doc FROM patients WHERE org_id = ? AND id = ?")
-            .bind(org.0)
-            .bind(id.0)
-            .fetch_one(self.read())
-            .await
-            .map_err(db)?;
+        let doc: String =
+            sqlx::query_scalar("SELECT doc FROM patients WHERE org_id = ? AND id = ?")
+                .bind(org.0)
+                .bind(id.0)
+                .fetch_one(self.read())
+                .await
+                .map_err(db)?;
         from_doc(&doc)
     }
 
-    async fn search_patients(&self, org: OrgId, query: &PatientQuery, page: &PageRequest) -> StoreResult<Page<Patient>> {
+    async fn search_patients(
+        &self,
+        org: OrgId,
+        query: &PatientQuery,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Patient>> {
         let tokens = query.name.as_deref().map(name_tokens).unwrap_or_default();
         let mut q = QueryBuilder::<Sqlite>::new("");
         match tokens.split_first() {
@@ -146,11 +176,16 @@ impl PatientStore for SqliteStore {
                         .push(")");
                 }
                 if let Some(c) = &page.after {
-                    q.push(" AND (k0.name_key, k0.patient_id) > (").push_bind(c.key.clone()).push(", ").push_bind(c.id).push(")");
+                    q.push(" AND (k0.name_key, k0.patient_id) > (")
+                        .push_bind(c.key.clone())
+                        .push(", ")
+                        .push_bind(c.id)
+                        .push(")");
                 }
             }
             None => {
-                q.push("SELECT '' AS sort_key, p.id, p.doc FROM patients p WHERE p.org_id = ").push_bind(org.0);
+                q.push("SELECT '' AS sort_key, p.id, p.doc FROM patients p WHERE p.org_id = ")
+                    .push_bind(org.0);
                 if let Some(c) = &page.after {
                     q.push(" AND p.id > ").push_bind(c.id);
                 }
@@ -176,7 +211,11 @@ impl PatientStore for SqliteStore {
         if let Some(born) = query.birth_date {
             q.push(" AND p.birth_date = ").push_bind(born.to_string());
         }
-        q.push(if tokens.is_empty() { " ORDER BY p.id" } else { " ORDER BY k0.name_key, k0.patient_id" });
+        q.push(if tokens.is_empty() {
+            " ORDER BY p.id"
+        } else {
+            " ORDER BY k0.name_key, k0.patient_id"
+        });
         q.push(" LIMIT ").push_bind(page.fetch());
         let rows = q.build().fetch_all(self.read()).await.map_err(db)?;
         let rows = rows

@@ -14,8 +14,14 @@ struct DocTable {
     label: &'static str,
 }
 
-const LOCATIONS: DocTable = DocTable { table: "locations", label: "name" };
-const PROVIDERS: DocTable = DocTable { table: "providers", label: "display_name" };
+const LOCATIONS: DocTable = DocTable {
+    table: "locations",
+    label: "name",
+};
+const PROVIDERS: DocTable = DocTable {
+    table: "providers",
+    label: "display_name",
+};
 
 impl DocTable {
     #[allow(clippy::too_many_arguments)]
@@ -47,7 +53,15 @@ impl DocTable {
         tx.commit().await.map_err(db)
     }
 
-    async fn update(&self, store: &SqliteStore, id: Uuid, org: OrgId, label: &str, doc: String, updated: Timestamp) -> StoreResult<()> {
+    async fn update(
+        &self,
+        store: &SqliteStore,
+        id: Uuid,
+        org: OrgId,
+        label: &str,
+        doc: String,
+        updated: Timestamp,
+    ) -> StoreResult<()> {
         let sql = format!(
             "UPDATE {} SET {} = ?, doc = ?, updated_at = ?, version = version + 1 WHERE org_id = ? AND id = ?",
             self.table, self.label
@@ -66,16 +80,40 @@ impl DocTable {
         tx.commit().await.map_err(db)
     }
 
-    async fn get<T: serde::de::DeserializeOwned>(&self, store: &SqliteStore, org: OrgId, id: Uuid) -> StoreResult<T> {
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        store: &SqliteStore,
+        org: OrgId,
+        id: Uuid,
+    ) -> StoreResult<T> {
         let sql = format!("SELECT doc FROM {} WHERE org_id = ? AND id = ?", self.table);
-        let doc: String = sqlx::query_scalar(&sql).bind(org.0).bind(id).fetch_one(store.read()).await.map_err(db)?;
+        let doc: String = sqlx::query_scalar(&sql)
+            .bind(org.0)
+            .bind(id)
+            .fetch_one(store.read())
+            .await
+            .map_err(db)?;
         from_doc(&doc)
     }
 
-    async fn page<T: serde::de::DeserializeOwned>(&self, store: &SqliteStore, org: OrgId, page: &PageRequest) -> StoreResult<Page<T>> {
+    async fn page<T: serde::de::DeserializeOwned>(
+        &self,
+        store: &SqliteStore,
+        org: OrgId,
+        page: &PageRequest,
+    ) -> StoreResult<Page<T>> {
         let after = page.after.as_ref().map(|c| c.id).unwrap_or(Uuid::nil());
-        let sql = format!("SELECT id, doc FROM {} WHERE org_id = ? AND id > ? ORDER BY id LIMIT ?", self.table);
-        let rows = sqlx::query(&sql).bind(org.0).bind(after).bind(page.fetch()).fetch_all(store.read()).await.map_err(db)?;
+        let sql = format!(
+            "SELECT id, doc FROM {} WHERE org_id = ? AND id > ? ORDER BY id LIMIT ?",
+            self.table
+        );
+        let rows = sqlx::query(&sql)
+            .bind(org.0)
+            .bind(after)
+            .bind(page.fetch())
+            .fetch_all(store.read())
+            .await
+            .map_err(db)?;
         let rows = rows
             .into_iter()
             .map(|r| {
@@ -91,11 +129,23 @@ impl DocTable {
 #[async_trait]
 impl LocationStore for SqliteStore {
     async fn insert_location(&self, l: &Location) -> StoreResult<()> {
-        LOCATIONS.insert(self, l.id.0, l.org_id, &l.name, to_doc(l), l.created_at, l.updated_at).await
+        LOCATIONS
+            .insert(
+                self,
+                l.id.0,
+                l.org_id,
+                &l.name,
+                to_doc(l),
+                l.created_at,
+                l.updated_at,
+            )
+            .await
     }
 
     async fn update_location(&self, l: &Location) -> StoreResult<()> {
-        LOCATIONS.update(self, l.id.0, l.org_id, &l.name, to_doc(l), l.updated_at).await
+        LOCATIONS
+            .update(self, l.id.0, l.org_id, &l.name, to_doc(l), l.updated_at)
+            .await
     }
 
     async fn location(&self, org: OrgId, id: LocationId) -> StoreResult<Location> {
@@ -110,11 +160,30 @@ impl LocationStore for SqliteStore {
 #[async_trait]
 impl ProviderStore for SqliteStore {
     async fn insert_provider(&self, p: &Provider) -> StoreResult<()> {
-        PROVIDERS.insert(self, p.id.0, p.org_id, &p.display_name, to_doc(p), p.created_at, p.updated_at).await
+        PROVIDERS
+            .insert(
+                self,
+                p.id.0,
+                p.org_id,
+                &p.display_name,
+                to_doc(p),
+                p.created_at,
+                p.updated_at,
+            )
+            .await
     }
 
     async fn update_provider(&self, p: &Provider) -> StoreResult<()> {
-        PROVIDERS.update(self, p.id.0, p.org_id, &p.display_name, to_doc(p), p.updated_at).await
+        PROVIDERS
+            .update(
+                self,
+                p.id.0,
+                p.org_id,
+                &p.display_name,
+                to_doc(p),
+                p.updated_at,
+            )
+            .await
     }
 
     async fn provider(&self, org: OrgId, id: ProviderId) -> StoreResult<Provider> {

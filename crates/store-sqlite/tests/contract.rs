@@ -1,12 +1,14 @@
 //! The store contract, against a fresh SQLite file per test.
 
+use rapport_store_sqlite::SqliteStore;
 use std::sync::Arc;
 use store::Store;
-use rapport_store_sqlite::SqliteStore;
 
 async fn fresh() -> Option<Arc<dyn Store>> {
     let path = std::env::temp_dir().join(format!("rapport-contract-{}.db", uuid::Uuid::now_v7()));
-    let store = SqliteStore::connect(&format!("sqlite://{}", path.display())).await.expect("open SQLite");
+    let store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("open SQLite");
     store.migrate().await.expect("migrate");
     Some(Arc::new(store))
 }

@@ -22,7 +22,10 @@ impl Cursor {
         let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
         let s = String::from_utf8(bytes).ok()?;
         let (id, key) = s.split_once('\u{1f}')?;
-        Some(Cursor { key: key.to_owned(), id: Uuid::parse_str(id).ok()? })
+        Some(Cursor {
+            key: key.to_owned(),
+            id: Uuid::parse_str(id).ok()?,
+        })
     }
 }
 
@@ -34,11 +37,17 @@ pub struct PageRequest {
 
 impl PageRequest {
     pub fn first(limit: u32) -> Self {
-        Self { limit: limit.clamp(1, MAX_PAGE), after: None }
+        Self {
+            limit: limit.clamp(1, MAX_PAGE),
+            after: None,
+        }
     }
 
     pub fn after(limit: u32, cursor: Cursor) -> Self {
-        Self { limit: limit.clamp(1, MAX_PAGE), after: Some(cursor) }
+        Self {
+            limit: limit.clamp(1, MAX_PAGE),
+            after: Some(cursor),
+        }
     }
 
     /// Rows to fetch: one more than the page, to know whether another page follows.
@@ -65,11 +74,17 @@ impl<T> Page<T> {
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         let next = if more {
-            rows.last().map(|(key, id, _)| Cursor { key: key.clone(), id: *id })
+            rows.last().map(|(key, id, _)| Cursor {
+                key: key.clone(),
+                id: *id,
+            })
         } else {
             None
         };
-        Page { items: rows.into_iter().map(|(_, _, t)| t).collect(), next }
+        Page {
+            items: rows.into_iter().map(|(_, _, t)| t).collect(),
+            next,
+        }
     }
 }
 
@@ -79,7 +94,10 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_garbage_is_refused() {
-        let c = Cursor { key: "garcía".into(), id: Uuid::now_v7() };
+        let c = Cursor {
+            key: "garcía".into(),
+            id: Uuid::now_v7(),
+        };
         assert_eq!(Cursor::decode(&c.encode()), Some(c));
         assert_eq!(Cursor::decode("not a cursor!"), None);
     }

@@ -16,7 +16,10 @@ use store::StoreError;
 /// A fresh token secret: `rpt_` and 32 random bytes, URL-safe base64.
 pub fn new_secret() -> String {
     let bytes: [u8; 32] = rand::random();
-    format!("rpt_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    format!(
+        "rpt_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
 }
 
 pub fn hash_secret(secret: &str) -> String {
@@ -45,6 +48,27 @@ impl Caller {
     }
 }
 
+pub const READ: u8 = Action::Read as u8;
+pub const WRITE_CARE_RECORDS: u8 = Action::WriteCareRecords as u8;
+pub const MANAGE_SETUP: u8 = Action::ManageSetup as u8;
+pub const ADMINISTER: u8 = Action::Administer as u8;
+
+/// A caller allowed to perform the action `ACTION` (one of the constants above). As an
+/// extractor it runs before the body is read, so a role that may not act gets its 403
+/// whatever it sent.
+pub struct Allowed<const ACTION: u8>(pub Caller);
+
+impl<const ACTION: u8> FromRequestParts<AppState> for Allowed<ACTION> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let action = Action::from_u8(ACTION).unwrap_or(Action::Administer);
+        caller.require(action)?;
+        Ok(Allowed(caller))
+    }
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
@@ -63,12 +87,17 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| unauthorized("the Authorization header must be Bearer <token>"))?;
         let token = match state.store.token_by_hash(&hash_secret(secret)).await {
             Ok(t) => t,
-            Err(StoreError::NotFound) => return Err(unauthorized("the API token is unknown or revoked")),
+            Err(StoreError::NotFound) => {
+                return Err(unauthorized("the API token is unknown or revoked"));
+            }
             Err(e) => return Err(e.into()),
         };
         state.limiter.check(token.id)?;
         let org = state.store.organization(token.org_id).await?;
-        Ok(Caller { org, role: token.role })
+        Ok(Caller {
+            org,
+            role: token.role,
+        })
     }
 }
 
@@ -81,7 +110,10 @@ pub struct RateLimit {
 
 impl Default for RateLimit {
     fn default() -> Self {
-        Self { per_minute: 1200, burst: 200 }
+        Self {
+            per_minute: 1200,
+            burst: 200,
+        }
     }
 }
 
@@ -97,7 +129,10 @@ pub(crate) struct Limiter {
 
 impl Limiter {
     pub(crate) fn new(limit: RateLimit) -> Self {
-        Self { limit, buckets: Mutex::new(HashMap::new()) }
+        Self {
+            limit,
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     fn check(&self, token: TokenId) -> Result<(), ApiError> {
@@ -105,8 +140,12 @@ impl Limiter {
         let burst = f64::from(self.limit.burst.max(1));
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let bucket = buckets.entry(token).or_insert(Bucket { tokens: burst, at: now });
-        bucket.tokens = (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate).min(burst);
+        let bucket = buckets.entry(token).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        bucket.tokens =
+            (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate).min(burst);
         bucket.at = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
@@ -130,7 +169,10 @@ mod tests {
 
     #[test]
     fn a_token_gets_its_burst_then_waits() {
-        let limiter = Limiter::new(RateLimit { per_minute: 60, burst: 3 });
+        let limiter = Limiter::new(RateLimit {
+            per_minute: 60,
+            burst: 3,
+        });
         let t = TokenId::new();
         for _ in 0..3 {
             limiter.check(t).unwrap();
@@ -138,7 +180,9 @@ mod tests {
         let err = limiter.check(t).unwrap_err();
         assert_eq!(err.status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(err.retry_after, Some(1));
-        limiter.check(TokenId::new()).expect("other tokens are not affected");
+        limiter
+            .check(TokenId::new())
+            .expect("other tokens are not affected");
     }
 
     #[test]

@@ -34,7 +34,11 @@ impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         Self {
             status,
-            body: ErrorBody { code: code.into(), message: message.into(), field: None },
+            body: ErrorBody {
+                code: code.into(),
+                message: message.into(),
+                field: None,
+            },
             retry_after: None,
         }
     }
@@ -45,7 +49,11 @@ impl ApiError {
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("no such {what}"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such {what}"),
+        )
     }
 
     pub fn unprocessable(field: &str, code: &str, message: impl Into<String>) -> Self {
@@ -73,11 +81,19 @@ impl From<StoreError> for ApiError {
             ),
             StoreError::Unavailable(detail) => {
                 tracing::error!(%detail, "database unavailable");
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the database is unavailable; try again")
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the database is unavailable; try again",
+                )
             }
             StoreError::Database(detail) | StoreError::Corrupt(detail) => {
                 tracing::error!(%detail, "database error");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "something went wrong on our side")
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "something went wrong on our side",
+                )
             }
         }
     }
@@ -85,9 +101,12 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, axum::Json(ErrorResponse { error: self.body })).into_response();
+        let mut response =
+            (self.status, axum::Json(ErrorResponse { error: self.body })).into_response();
         if let Some(secs) = self.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

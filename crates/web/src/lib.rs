@@ -32,7 +32,10 @@ pub struct WebConfig {
 
 impl Default for WebConfig {
     fn default() -> Self {
-        Self { body_limit: 1024 * 1024, rate_limit: RateLimit::default() }
+        Self {
+            body_limit: 1024 * 1024,
+            rate_limit: RateLimit::default(),
+        }
     }
 }
 
@@ -45,7 +48,11 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: &WebConfig) -> Self {
-        Self { store, clock, limiter: Arc::new(auth::Limiter::new(config.rate_limit)) }
+        Self {
+            store,
+            clock,
+            limiter: Arc::new(auth::Limiter::new(config.rate_limit)),
+        }
     }
 }
 
@@ -67,7 +74,10 @@ async fn healthz() -> impl IntoResponse {
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     match state.store.ready().await {
-        Ok(true) => (StatusCode::OK, Json(serde_json::json!({ "status": "ready" }))),
+        Ok(true) => (
+            StatusCode::OK,
+            Json(serde_json::json!({ "status": "ready" })),
+        ),
         Ok(false) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(serde_json::json!({ "status": "migrations pending" })),

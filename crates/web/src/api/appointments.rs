@@ -2,14 +2,14 @@
 //! patient and status.
 
 use super::{Params, found, page_request, page_type, path_id, referenced, uuid_param};
-use crate::auth::Caller;
+use crate::auth::{self, Allowed};
 use crate::error::ErrorResponse;
 use crate::json::{Body, Patch};
 use crate::{ApiError, AppState};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use domain::{Action, Appointment, AppointmentId, AppointmentStatus, NewAppointment, Organization};
+use domain::{Appointment, AppointmentId, AppointmentStatus, NewAppointment, Organization};
 use jiff::Timestamp;
 use serde::Deserialize;
 use store::AppointmentQuery;
@@ -34,21 +34,41 @@ pub(crate) struct SearchParams {
 }
 
 /// Reads an instant, or a date in the organisation's zone (`end_of_day` moves to the next day's start).
-fn instant(field: &str, text: &str, org: &Organization, end_of_day: bool) -> Result<Timestamp, ApiError> {
+fn instant(
+    field: &str,
+    text: &str,
+    org: &Organization,
+    end_of_day: bool,
+) -> Result<Timestamp, ApiError> {
     if let Ok(t) = text.parse::<Timestamp>() {
         return Ok(t);
     }
-    let bad = || ApiError::unprocessable(field, "invalid_date", format!("{field} must be a date (YYYY-MM-DD) or an RFC 3339 instant"));
+    let bad = || {
+        ApiError::unprocessable(
+            field,
+            "invalid_date",
+            format!("{field} must be a date (YYYY-MM-DD) or an RFC 3339 instant"),
+        )
+    };
     let date: jiff::civil::Date = text.parse().map_err(|_| bad())?;
-    let date = if end_of_day { date.tomorrow().map_err(|_| bad())? } else { date };
-    date.to_zoned(org.time_zone.time_zone()).map(|z| z.timestamp()).map_err(|_| bad())
+    let date = if end_of_day {
+        date.tomorrow().map_err(|_| bad())?
+    } else {
+        date
+    };
+    date.to_zoned(org.time_zone.time_zone())
+        .map(|z| z.timestamp())
+        .map_err(|_| bad())
 }
 
 #[utoipa::path(get, path = "/api/v1/appointments", tag = "appointments", params(SearchParams),
     responses((status = 200, body = AppointmentPage), (status = 422, body = ErrorResponse)),
     security(("bearer" = [])))]
-pub(crate) async fn search(State(s): State<AppState>, caller: Caller, Params(p): Params<SearchParams>) -> Result<Json<AppointmentPage>, ApiError> {
-    caller.require(Action::Read)?;
+pub(crate) async fn search(
+    State(s): State<AppState>,
+    Allowed(caller): Allowed<{ auth::READ }>,
+    Params(p): Params<SearchParams>,
+) -> Result<Json<AppointmentPage>, ApiError> {
     let page = page_request(p.limit.as_deref(), p.cursor.as_deref())?;
     let org = &caller.org;
     let statuses = match p.status.as_deref().filter(|s| !s.is_empty()) {
@@ -57,43 +77,80 @@ pub(crate) async fn search(State(s): State<AppState>, caller: Caller, Params(p):
             .split(',')
             .map(|s| {
                 s.trim().parse::<AppointmentStatus>().map_err(|_| {
-                    ApiError::unprocessable("status", "invalid_status", "status must be FHIR appointment statuses such as booked,cancelled")
+                    ApiError::unprocessable(
+                        "status",
+                        "invalid_status",
+                        "status must be FHIR appointment statuses such as booked,cancelled",
+                    )
                 })
             })
             .collect::<Result<_, _>>()?,
     };
     let query = AppointmentQuery {
-        from: p.from.as_deref().filter(|t| !t.is_empty()).map(|t| instant("from", t, org, false)).transpose()?,
-        to: p.to.as_deref().filter(|t| !t.is_empty()).map(|t| instant("to", t, org, true)).transpose()?,
+        from: p
+            .from
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .map(|t| instant("from", t, org, false))
+            .transpose()?,
+        to: p
+            .to
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .map(|t| instant("to", t, org, true))
+            .transpose()?,
         patient_id: uuid_param("patient_id", p.patient_id.as_deref())?,
         provider_id: uuid_param("provider_id", p.provider_id.as_deref())?,
         location_id: uuid_param("location_id", p.location_id.as_deref())?,
         statuses,
     };
-    Ok(Json(s.store.search_appointments(org.id, &query, &page).await?.into()))
+    Ok(Json(
+        s.store
+            .search_appointments(org.id, &query, &page)
+            .await?
+            .into(),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/appointments/{id}", tag = "appointments", params(("id" = String, Path)),
     responses((status = 200, body = Appointment), (status = 404, body = ErrorResponse)),
     security(("bearer" = [])))]
-pub(crate) async fn show(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Appointment>, ApiError> {
-    caller.require(Action::Read)?;
+pub(crate) async fn show(
+    State(s): State<AppState>,
+    Allowed(caller): Allowed<{ auth::READ }>,
+    Path(id): Path<String>,
+) -> Result<Json<Appointment>, ApiError> {
     let id: AppointmentId = path_id(&id, "appointment")?;
-    Ok(Json(found(s.store.appointment(caller.org.id, id).await, "appointment")?))
+    Ok(Json(found(
+        s.store.appointment(caller.org.id, id).await,
+        "appointment",
+    )?))
 }
 
-async fn build(s: &AppState, org: &Organization, input: NewAppointment, base: Option<Appointment>) -> Result<Appointment, ApiError> {
+async fn build(
+    s: &AppState,
+    org: &Organization,
+    input: NewAppointment,
+    base: Option<Appointment>,
+) -> Result<Appointment, ApiError> {
     input.validate()?;
-    referenced(s.store.patient(org.id, input.patient_id).await, "patient_id")?;
+    referenced(
+        s.store.patient(org.id, input.patient_id).await,
+        "patient_id",
+    )?;
     if let Some(provider) = input.provider_id {
         referenced(s.store.provider(org.id, provider).await, "provider_id")?;
     }
     let time_zone = match input.location_id {
-        Some(location) => referenced(s.store.location(org.id, location).await, "location_id")?.time_zone,
+        Some(location) => {
+            referenced(s.store.location(org.id, location).await, "location_id")?.time_zone
+        }
         None => org.time_zone.clone(),
     };
     let now = s.clock.now();
-    let (id, created_at) = base.map(|b| (b.id, b.created_at)).unwrap_or((AppointmentId::new(), now));
+    let (id, created_at) = base
+        .map(|b| (b.id, b.created_at))
+        .unwrap_or((AppointmentId::new(), now));
     Ok(Appointment {
         id,
         org_id: org.id,
@@ -115,8 +172,11 @@ async fn build(s: &AppState, org: &Organization, input: NewAppointment, base: Op
 #[utoipa::path(post, path = "/api/v1/appointments", tag = "appointments", request_body = NewAppointment,
     responses((status = 201, body = Appointment), (status = 409, body = ErrorResponse), (status = 422, body = ErrorResponse)),
     security(("bearer" = [])))]
-pub(crate) async fn create(State(s): State<AppState>, caller: Caller, Body(input): Body<NewAppointment>) -> Result<(StatusCode, Json<Appointment>), ApiError> {
-    caller.require(Action::WriteCareRecords)?;
+pub(crate) async fn create(
+    State(s): State<AppState>,
+    Allowed(caller): Allowed<{ auth::WRITE_CARE_RECORDS }>,
+    Body(input): Body<NewAppointment>,
+) -> Result<(StatusCode, Json<Appointment>), ApiError> {
     let appointment = build(&s, &caller.org, input, None).await?;
     s.store.insert_appointment(&appointment).await?;
     Ok((StatusCode::CREATED, Json(appointment)))
@@ -126,12 +186,19 @@ pub(crate) async fn create(State(s): State<AppState>, caller: Caller, Body(input
     request_body(content = Object, description = "JSON merge patch (RFC 7396) over the fields of NewAppointment"),
     responses((status = 200, body = Appointment), (status = 404, body = ErrorResponse), (status = 422, body = ErrorResponse)),
     security(("bearer" = [])))]
-pub(crate) async fn update(State(s): State<AppState>, caller: Caller, Path(id): Path<String>, patch: Patch) -> Result<Json<Appointment>, ApiError> {
-    caller.require(Action::WriteCareRecords)?;
+pub(crate) async fn update(
+    State(s): State<AppState>,
+    Allowed(caller): Allowed<{ auth::WRITE_CARE_RECORDS }>,
+    Path(id): Path<String>,
+    patch: Patch,
+) -> Result<Json<Appointment>, ApiError> {
     let id: AppointmentId = path_id(&id, "appointment")?;
     let current = found(s.store.appointment(caller.org.id, id).await, "appointment")?;
     let input: NewAppointment = patch.apply(&current.to_input())?;
     let appointment = build(&s, &caller.org, input, Some(current)).await?;
-    found(s.store.update_appointment(&appointment).await, "appointment")?;
+    found(
+        s.store.update_appointment(&appointment).await,
+        "appointment",
+    )?;
     Ok(Json(appointment))
 }

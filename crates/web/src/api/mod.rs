@@ -21,13 +21,28 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/openapi.json", get(crate::openapi::serve))
         .route("/organization", get(organization::show))
         .route("/locations", get(locations::list).post(locations::create))
-        .route("/locations/{id}", get(locations::show).patch(locations::update))
+        .route(
+            "/locations/{id}",
+            get(locations::show).patch(locations::update),
+        )
         .route("/providers", get(providers::list).post(providers::create))
-        .route("/providers/{id}", get(providers::show).patch(providers::update))
+        .route(
+            "/providers/{id}",
+            get(providers::show).patch(providers::update),
+        )
         .route("/patients", get(patients::search).post(patients::create))
-        .route("/patients/{id}", get(patients::show).patch(patients::update))
-        .route("/appointments", get(appointments::search).post(appointments::create))
-        .route("/appointments/{id}", get(appointments::show).patch(appointments::update))
+        .route(
+            "/patients/{id}",
+            get(patients::show).patch(patients::update),
+        )
+        .route(
+            "/appointments",
+            get(appointments::search).post(appointments::create),
+        )
+        .route(
+            "/appointments/{id}",
+            get(appointments::show).patch(appointments::update),
+        )
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
 }
@@ -43,24 +58,45 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(t)| Params(t))
-            .map_err(|_| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", "the query string could not be read; unknown or repeated parameter?"))
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_query",
+                    "the query string could not be read; unknown or repeated parameter?",
+                )
+            })
     }
 }
 
 /// Reads `limit` (1–200, default 50) and `cursor` (from a previous page's `next_cursor`).
-pub(crate) fn page_request(limit: Option<&str>, cursor: Option<&str>) -> Result<PageRequest, ApiError> {
+pub(crate) fn page_request(
+    limit: Option<&str>,
+    cursor: Option<&str>,
+) -> Result<PageRequest, ApiError> {
     let limit = match limit {
         None => 50,
         Some(text) => match text.parse::<u32>() {
             Ok(n) if (1..=store::page::MAX_PAGE).contains(&n) => n,
-            _ => return Err(ApiError::unprocessable("limit", "invalid_limit", "limit must be a whole number from 1 to 200")),
+            _ => {
+                return Err(ApiError::unprocessable(
+                    "limit",
+                    "invalid_limit",
+                    "limit must be a whole number from 1 to 200",
+                ));
+            }
         },
     };
     match cursor {
         None | Some("") => Ok(PageRequest::first(limit)),
         Some(text) => Cursor::decode(text)
             .map(|c| PageRequest::after(limit, c))
-            .ok_or_else(|| ApiError::unprocessable("cursor", "invalid_cursor", "cursor must be a next_cursor value from a previous page")),
+            .ok_or_else(|| {
+                ApiError::unprocessable(
+                    "cursor",
+                    "invalid_cursor",
+                    "cursor must be a next_cursor value from a previous page",
+                )
+            }),
     }
 }
 
@@ -69,9 +105,16 @@ pub(crate) fn path_id<T: std::str::FromStr>(text: &str, what: &str) -> Result<T,
     text.parse().map_err(|_| ApiError::not_found(what))
 }
 
-pub(crate) fn uuid_param<T: std::str::FromStr>(field: &str, text: Option<&str>) -> Result<Option<T>, ApiError> {
+pub(crate) fn uuid_param<T: std::str::FromStr>(
+    field: &str,
+    text: Option<&str>,
+) -> Result<Option<T>, ApiError> {
     text.filter(|t| !t.is_empty())
-        .map(|t| t.parse().map_err(|_| ApiError::unprocessable(field, "invalid_id", format!("{field} must be a UUID"))))
+        .map(|t| {
+            t.parse().map_err(|_| {
+                ApiError::unprocessable(field, "invalid_id", format!("{field} must be a UUID"))
+            })
+        })
         .transpose()
 }
 
@@ -86,7 +129,11 @@ pub(crate) fn found<T>(result: Result<T, StoreError>, what: &str) -> Result<T, A
 /// A reference in a body to another record of the caller's organisation must exist there.
 pub(crate) fn referenced<T>(result: Result<T, StoreError>, field: &str) -> Result<T, ApiError> {
     result.map_err(|e| match e {
-        StoreError::NotFound => ApiError::unprocessable(field, "unknown_reference", format!("{field} names no record of this organisation")),
+        StoreError::NotFound => ApiError::unprocessable(
+            field,
+            "unknown_reference",
+            format!("{field} names no record of this organisation"),
+        ),
         other => other.into(),
     })
 }
@@ -102,7 +149,10 @@ macro_rules! page_type {
 
         impl From<store::Page<$item>> for $name {
             fn from(page: store::Page<$item>) -> Self {
-                Self { items: page.items, next_cursor: page.next.map(|c| c.encode()) }
+                Self {
+                    items: page.items,
+                    next_cursor: page.next.map(|c| c.encode()),
+                }
             }
         }
     };

@@ -1,14 +1,14 @@
 //! Patients: create, read, update, and search by name, phone, MRN or birth date.
 
 use super::{Params, found, page_request, page_type, path_id, referenced};
-use crate::auth::Caller;
+use crate::auth::{self, Allowed};
 use crate::error::ErrorResponse;
 use crate::json::{Body, Patch};
 use crate::{ApiError, AppState};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use domain::{Action, E164, NewPatient, Organization, Patient, PatientId};
+use domain::{E164, NewPatient, Organization, Patient, PatientId};
 use serde::Deserialize;
 use store::PatientQuery;
 
@@ -34,17 +34,26 @@ pub(crate) struct SearchParams {
 #[utoipa::path(get, path = "/api/v1/patients", tag = "patients", params(SearchParams),
     responses((status = 200, body = PatientPage), (status = 422, body = ErrorResponse)),
     security(("bearer" = [])))]
-pub(crate) async fn search(State(s): State<AppState>, caller: Caller, Params(p): Params<SearchParams>) -> Result<Json<PatientPage>, ApiError> {
-    caller.require(Action::Read)?;
+pub(crate) async fn search(
+    State(s): State<AppState>,
+    Allowed(caller): Allowed<{ auth::READ }>,
+    Params(p): Params<SearchParams>,
+) -> Result<Json<PatientPage>, ApiError> {
     let page = page_request(p.limit.as_deref(), p.cursor.as_deref())?;
     let nonempty = |v: Option<String>| v.filter(|t| !t.trim().is_empty());
     let phone = nonempty(p.phone)
-        .map(|text| E164::parse(&text, &caller.org.phone_region).map_err(|e| ApiError::from(e.at("phone"))))
+        .map(|text| {
+            E164::parse(&text, &caller.org.phone_region).map_err(|e| ApiError::from(e.at("phone")))
+        })
         .transpose()?;
     let birth_date = nonempty(p.birth_date)
         .map(|text| {
             text.trim().parse::<jiff::civil::Date>().map_err(|_| {
-                ApiError::unprocessable("birth_date", "invalid_date", "birth_date must be a date as YYYY-MM-DD")
+                ApiError::unprocessable(
+                    "birth_date",
+                    "invalid_date",
+                    "birth_date must be a date as YYYY-MM-DD",
+                )
             })
         })
         .transpose()?;
@@ -55,26 +64,47 @@ pub(crate) async fn search(State(s): State<AppState>, caller: Caller, Params(p):
         identifier_authority: nonempty(p.authority),
         birth_date,
     };
-    Ok(Json(s.store.search_patients(caller.org.id, &query, &page).await?.into()))
+    Ok(Json(
+        s.store
+            .search_patients(caller.org.id, &query, &page)
+            .await?
+            .into(),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/patients/{id}", tag = "patients", params(("id" = String, Path)),
     responses((status = 200, body = Patient), (status = 404, body = ErrorResponse)),
     security(("bearer" = [])))]
-pub(crate) async fn show(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Patient>, ApiError> {
-    caller.require(Action::Read)?;
+pub(crate) async fn show(
+    State(s): State<AppState>,
+    Allowed(caller): Allowed<{ auth::READ }>,
+    Path(id): Path<String>,
+) -> Result<Json<Patient>, ApiError> {
     let id: PatientId = path_id(&id, "patient")?;
-    Ok(Json(found(s.store.patient(caller.org.id, id).await, "patient")?))
+    Ok(Json(found(
+        s.store.patient(caller.org.id, id).await,
+        "patient",
+    )?))
 }
 
-async fn build(s: &AppState, org: &Organization, input: NewPatient, base: Option<Patient>) -> Result<Patient, ApiError> {
+async fn build(
+    s: &AppState,
+    org: &Organization,
+    input: NewPatient,
+    base: Option<Patient>,
+) -> Result<Patient, ApiError> {
     let today = s.clock.now().to_zoned(org.time_zone.time_zone()).date();
     let valid = input.validate(&org.phone_region, today)?;
     if let Some(location) = input.usual_location_id {
-        referenced(s.store.location(org.id, location).await, "usual_location_id")?;
+        referenced(
+            s.store.location(org.id, location).await,
+            "usual_location_id",
+        )?;
     }
     let now = s.clock.now();
-    let (id, created_at) = base.map(|b| (b.id, b.created_at)).unwrap_or((PatientId::new(), now));
+    let (id, created_at) = base
+        .map(|b| (b.id, b.created_at))
+        .unwrap_or((PatientId::new(), now));
     Ok(Patient {
         id,
         org_id: org.id,
@@ -97,8 +127,11 @@ async fn build(s: &AppState, org: &Organization, input: NewPatient, base: Option
 #[utoipa::path(post, path = "/api/v1/patients", tag = "patients", request_body = NewPatient,
     responses((status = 201, body = Patient), (status = 409, body = ErrorResponse), (status = 422, body = ErrorResponse)),
     security(("bearer" = [])))]
-pub(crate) async fn create(State(s): State<AppState>, caller: Caller, Body(input): Body<NewPatient>) -> Result<(StatusCode, Json<Patient>), ApiError> {
-    caller.require(Action::WriteCareRecords)?;
+pub(crate) async fn create(
+    State(s): State<AppState>,
+    Allowed(caller): Allowed<{ auth::WRITE_CARE_RECORDS }>,
+    Body(input): Body<NewPatient>,
+) -> Result<(StatusCode, Json<Patient>), ApiError> {
     let patient = build(&s, &caller.org, input, None).await?;
     s.store.insert_patient(&patient).await?;
     Ok((StatusCode::CREATED, Json(patient)))
@@ -108,8 +141,12 @@ pub(crate) async fn create(State(s): State<AppState>, caller: Caller, Body(input
     request_body(content = Object, description = "JSON merge patch (RFC 7396) over the fields of NewPatient"),
     responses((status = 200, body = Patient), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse), (status = 422, body = ErrorResponse)),
     security(("bearer" = [])))]
-pub(crate) async fn update(State(s): State<AppState>, caller: Caller, Path(id): Path<String>, patch: Patch) -> Result<Json<Patient>, ApiError> {
-    caller.require(Action::WriteCareRecords)?;
+pub(crate) async fn update(
+    State(s): State<AppState>,
+    Allowed(caller): Allowed<{ auth::WRITE_CARE_RECORDS }>,
+    Path(id): Path<String>,
+    patch: Patch,
+) -> Result<Json<Patient>, ApiError> {
     let id: PatientId = path_id(&id, "patient")?;
     let current = found(s.store.patient(caller.org.id, id).await, "patient")?;
     let input: NewPatient = patch.apply(&current.to_input())?;

@@ -2,14 +2,14 @@
 //! once), revoke.
 
 use super::{found, path_id};
-use crate::auth::{Caller, hash_secret, new_secret};
+use crate::auth::{self, Allowed, hash_secret, new_secret};
 use crate::error::ErrorResponse;
 use crate::json::Body;
 use crate::{ApiError, AppState};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use domain::{Action, Role, TokenId};
+use domain::{Role, TokenId};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use store::ApiToken;
@@ -27,7 +27,13 @@ pub struct TokenInfo {
 
 impl From<ApiToken> for TokenInfo {
     fn from(t: ApiToken) -> Self {
-        Self { id: t.id, name: t.name, role: t.role, created_at: t.created_at, revoked_at: t.revoked_at }
+        Self {
+            id: t.id,
+            name: t.name,
+            role: t.role,
+            created_at: t.created_at,
+            revoked_at: t.revoked_at,
+        }
     }
 }
 
@@ -49,8 +55,10 @@ pub struct CreatedToken {
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "organization",
     responses((status = 200, body = Vec<TokenInfo>), (status = 403, body = ErrorResponse)),
     security(("bearer" = [])))]
-pub(crate) async fn list(State(s): State<AppState>, caller: Caller) -> Result<Json<Vec<TokenInfo>>, ApiError> {
-    caller.require(Action::Administer)?;
+pub(crate) async fn list(
+    State(s): State<AppState>,
+    Allowed(caller): Allowed<{ auth::ADMINISTER }>,
+) -> Result<Json<Vec<TokenInfo>>, ApiError> {
     let tokens = s.store.tokens(caller.org.id).await?;
     Ok(Json(tokens.into_iter().map(TokenInfo::from).collect()))
 }
@@ -58,10 +66,17 @@ pub(crate) async fn list(State(s): State<AppState>, caller: Caller) -> Result<Js
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "organization", request_body = NewToken,
     responses((status = 201, body = CreatedToken), (status = 403, body = ErrorResponse)),
     security(("bearer" = [])))]
-pub(crate) async fn create(State(s): State<AppState>, caller: Caller, Body(input): Body<NewToken>) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
-    caller.require(Action::Administer)?;
+pub(crate) async fn create(
+    State(s): State<AppState>,
+    Allowed(caller): Allowed<{ auth::ADMINISTER }>,
+    Body(input): Body<NewToken>,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
     if input.name.trim().is_empty() {
-        return Err(ApiError::unprocessable("name", "missing_field", "name is required"));
+        return Err(ApiError::unprocessable(
+            "name",
+            "missing_field",
+            "name is required",
+        ));
     }
     let secret = new_secret();
     let token = ApiToken {
@@ -74,15 +89,27 @@ pub(crate) async fn create(State(s): State<AppState>, caller: Caller, Body(input
         revoked_at: None,
     };
     s.store.insert_token(&token).await?;
-    Ok((StatusCode::CREATED, Json(CreatedToken { info: token.into(), token: secret })))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedToken {
+            info: token.into(),
+            token: secret,
+        }),
+    ))
 }
 
 #[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "organization", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorResponse)),
     security(("bearer" = [])))]
-pub(crate) async fn revoke(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    caller.require(Action::Administer)?;
+pub(crate) async fn revoke(
+    State(s): State<AppState>,
+    Allowed(caller): Allowed<{ auth::ADMINISTER }>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let id: TokenId = path_id(&id, "token")?;
-    found(s.store.revoke_token(caller.org.id, id, s.clock.now()).await, "token")?;
+    found(
+        s.store.revoke_token(caller.org.id, id, s.clock.now()).await,
+        "token",
+    )?;
     Ok(StatusCode::NO_CONTENT)
 }

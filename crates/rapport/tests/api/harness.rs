@@ -1,0 +1,258 @@
+//! `TestApp`: a fresh database, the app on port 0, an admin token, and one helper per call.
+
+use rapport::Config;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use std::sync::Arc;
+use store::Store;
+
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each listed test against both backends.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    let app = $crate::harness::TestApp::spawn($crate::harness::Backend::Sqlite).await.expect("SQLite app");
+                    super::$name(&app).await;
+                    app.stop().await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    match $crate::harness::TestApp::spawn($crate::harness::Backend::Postgres).await {
+                        Some(app) => {
+                            super::$name(&app).await;
+                            app.stop().await;
+                        }
+                        None => eprintln!("skipped: RAPPORT_TEST_POSTGRES_URL not set"),
+                    }
+                }
+            }
+        )*
+    };
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub metrics: String,
+    pub store: Arc<dyn Store>,
+    pub client: reqwest::Client,
+    pub org: domain::Organization,
+    /// An admin token of `org`.
+    pub token: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// A database URL nobody else uses: a new SQLite file, or a new PostgreSQL database.
+pub async fn fresh_database(backend: Backend) -> Option<String> {
+    match backend {
+        Backend::Sqlite => {
+            let path = std::env::temp_dir()
+                .join(format!("rapport-it-{}.db", uuid::Uuid::now_v7().simple()));
+            Some(format!("sqlite://{}", path.display()))
+        }
+        Backend::Postgres => {
+            let url = std::env::var("RAPPORT_TEST_POSTGRES_URL").ok()?;
+            let name = format!("rapport_it_{}", uuid::Uuid::now_v7().simple());
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&url)
+                .await
+                .expect("connect to RAPPORT_TEST_POSTGRES_URL");
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .expect("create test database");
+            let (prefix, _) = url.rsplit_once('/').expect("database URL has a path");
+            let (_, query) = url
+                .split_once('?')
+                .map(|(a, q)| (a, format!("?{q}")))
+                .unwrap_or((&url, String::new()));
+            Some(format!("{prefix}/{name}{query}"))
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Option<TestApp> {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<TestApp> {
+        let url = fresh_database(backend).await?;
+        let mut config = Config {
+            database_url: url.clone(),
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let store = rapport::open_store(&url).await.expect("open store");
+        let org =
+            rapport::cli::create_org(&*store, "north-clinic", "North Clinic", "America/New_York")
+                .await
+                .unwrap();
+        let token = rapport::cli::create_token(&*store, org.id, "test admin", domain::Role::Admin)
+            .await
+            .unwrap();
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", http.local_addr().unwrap());
+        let metrics_url = format!("http://{}/metrics", metrics.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server_store = store.clone();
+        let server = tokio::spawn(async move {
+            rapport::launch_with_listeners(
+                &config,
+                server_store,
+                Arc::new(domain::SystemClock),
+                http,
+                metrics,
+                async {
+                    let _ = rx.await;
+                },
+            )
+            .await
+        });
+        Some(TestApp {
+            base,
+            metrics: metrics_url,
+            store,
+            client: reqwest::Client::new(),
+            org,
+            token,
+            stop: Some(tx),
+            server: Some(server),
+        })
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server exits cleanly");
+        }
+    }
+
+    /// Another organisation with its own admin token.
+    pub async fn other_org(&self, slug: &str) -> (domain::Organization, String) {
+        let org = rapport::cli::create_org(&*self.store, slug, "Other Clinic", "America/Chicago")
+            .await
+            .unwrap();
+        let token =
+            rapport::cli::create_token(&*self.store, org.id, "other admin", domain::Role::Admin)
+                .await
+                .unwrap();
+        (org, token)
+    }
+
+    pub async fn token_with_role(&self, role: domain::Role) -> String {
+        rapport::cli::create_token(&*self.store, self.org.id, role.as_str(), role)
+            .await
+            .unwrap()
+    }
+
+    /// Sends a request with `token`; returns the status and the JSON body (Null when empty).
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("request sent");
+        let status = res.status();
+        let text = res.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call_as(&self.token, Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call_as(&self.token, Method::POST, path, Some(body))
+            .await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call_as(&self.token, Method::PATCH, path, Some(body))
+            .await
+    }
+
+    /// Posts raw bytes as JSON.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
+        let res = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request sent");
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn create_patient(&self, body: Value) -> Value {
+        let (status, patient) = self.post("/api/v1/patients", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{patient}");
+        patient
+    }
+
+    pub async fn create_location(&self, name: &str) -> Value {
+        let (status, loc) = self
+            .post(
+                "/api/v1/locations",
+                serde_json::json!({"name": name, "time_zone": "America/Denver"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{loc}");
+        loc
+    }
+}
+
+/// Asserts an error response's status, code and field.
+#[track_caller]
+pub fn assert_error(
+    got: &(StatusCode, Value),
+    status: StatusCode,
+    code: &str,
+    field: Option<&str>,
+) {
+    assert_eq!(got.0, status, "{}", got.1);
+    assert_eq!(got.1["error"]["code"], code, "{}", got.1);
+    assert!(
+        got.1["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{}",
+        got.1
+    );
+    match field {
+        Some(f) => assert_eq!(got.1["error"]["field"], f, "{}", got.1),
+        None => {}
+    }
+}

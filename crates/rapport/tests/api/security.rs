@@ -1,0 +1,273 @@
+//! Tokens, roles and tenant isolation, walked over every operation the OpenAPI document lists.
+
+use crate::harness::{TestApp, assert_error};
+use domain::Role;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+crate::both_backends!(
+    requests_without_a_live_token_are_401,
+    roles_are_enforced_on_every_operation,
+    another_organizations_records_are_404_on_every_route,
+    tokens_are_created_listed_and_revoked_by_admins,
+);
+
+/// The least role each operation needs. Every operation in the OpenAPI document must be here.
+const LEAST_ROLE: &[(&str, &str, Role)] = &[
+    ("get", "/api/v1/organization", Role::Viewer),
+    ("get", "/api/v1/locations", Role::Viewer),
+    ("post", "/api/v1/locations", Role::Manager),
+    ("get", "/api/v1/locations/{id}", Role::Viewer),
+    ("patch", "/api/v1/locations/{id}", Role::Manager),
+    ("get", "/api/v1/providers", Role::Viewer),
+    ("post", "/api/v1/providers", Role::Manager),
+    ("get", "/api/v1/providers/{id}", Role::Viewer),
+    ("patch", "/api/v1/providers/{id}", Role::Manager),
+    ("get", "/api/v1/patients", Role::Viewer),
+    ("post", "/api/v1/patients", Role::Agent),
+    ("get", "/api/v1/patients/{id}", Role::Viewer),
+    ("patch", "/api/v1/patients/{id}", Role::Agent),
+    ("get", "/api/v1/appointments", Role::Viewer),
+    ("post", "/api/v1/appointments", Role::Agent),
+    ("get", "/api/v1/appointments/{id}", Role::Viewer),
+    ("patch", "/api/v1/appointments/{id}", Role::Agent),
+    ("get", "/api/v1/tokens", Role::Admin),
+    ("post", "/api/v1/tokens", Role::Admin),
+    ("delete", "/api/v1/tokens/{id}", Role::Admin),
+];
+
+async fn operations(app: &TestApp) -> Vec<(String, String)> {
+    let doc: Value = app
+        .client
+        .get(format!("{}/api/v1/openapi.json", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut ops = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            ops.push((method.clone(), path.clone()));
+        }
+    }
+    assert!(
+        ops.len() >= LEAST_ROLE.len(),
+        "the document lists every operation"
+    );
+    ops
+}
+
+fn method(m: &str) -> Method {
+    m.to_uppercase().parse().unwrap()
+}
+
+async fn requests_without_a_live_token_are_401(app: &TestApp) {
+    let res = app
+        .client
+        .get(format!("{}/api/v1/patients", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let got = app
+        .call_as("rpt_made-up", Method::GET, "/api/v1/patients", None)
+        .await;
+    assert_error(&got, StatusCode::UNAUTHORIZED, "unauthorized", None);
+    let res = app
+        .client
+        .get(format!("{}/api/v1/patients", app.base))
+        .header("authorization", "Basic abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}
+
+async fn roles_are_enforced_on_every_operation(app: &TestApp) {
+    let tokens = [
+        (Role::Viewer, app.token_with_role(Role::Viewer).await),
+        (Role::Agent, app.token_with_role(Role::Agent).await),
+        (Role::Manager, app.token_with_role(Role::Manager).await),
+        (Role::Admin, app.token.clone()),
+    ];
+    let some_id = uuid::Uuid::now_v7().to_string();
+    for (m, path) in operations(app).await {
+        let least = LEAST_ROLE
+            .iter()
+            .find(|(lm, lp, _)| *lm == m && *lp == path)
+            .unwrap_or_else(|| panic!("{m} {path} is not in LEAST_ROLE: say which role it needs"))
+            .2;
+        let url = path.trim_start_matches("/api/v1").replace("{id}", &some_id);
+        for (role, token) in &tokens {
+            let body = matches!(m.as_str(), "post" | "patch").then(|| json!({}));
+            let (status, body) = app
+                .call_as(token, method(&m), &format!("/api/v1{url}"), body)
+                .await;
+            if *role < least {
+                assert_eq!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "{role:?} on {m} {path}: {body}"
+                );
+                assert_eq!(body["error"]["code"], "forbidden");
+            } else {
+                assert_ne!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "{role:?} on {m} {path}: {body}"
+                );
+            }
+        }
+    }
+}
+
+async fn another_organizations_records_are_404_on_every_route(app: &TestApp) {
+    let (_, b_token) = app.other_org("south-clinic").await;
+    let as_b = |m: Method, path: &'static str, body: Value| {
+        let b_token = b_token.clone();
+        async move {
+            let (status, v) = app.call_as(&b_token, m, path, Some(body)).await;
+            assert_eq!(status, StatusCode::CREATED, "{v}");
+            v
+        }
+    };
+    let loc = as_b(
+        Method::POST,
+        "/api/v1/locations",
+        json!({"name": "B clinic"}),
+    )
+    .await;
+    let prov = as_b(
+        Method::POST,
+        "/api/v1/providers",
+        json!({"display_name": "Dr. B"}),
+    )
+    .await;
+    let pat = as_b(Method::POST, "/api/v1/patients", json!({"names": [{"family": "Bee"}], "phones": [{"number": "201-555-0177"}], "identifiers": [{"authority": "EHR", "value": "B-1"}]})).await;
+    let appt = as_b(
+        Method::POST,
+        "/api/v1/appointments",
+        json!({"patient_id": pat["id"], "start": "2026-12-01T15:00:00Z"}),
+    )
+    .await;
+    let tok = as_b(
+        Method::POST,
+        "/api/v1/tokens",
+        json!({"name": "B desk", "role": "agent"}),
+    )
+    .await;
+    let ids = [
+        ("/api/v1/locations/", &loc),
+        ("/api/v1/providers/", &prov),
+        ("/api/v1/patients/", &pat),
+        ("/api/v1/appointments/", &appt),
+        ("/api/v1/tokens/", &tok),
+    ];
+    let b_ids: Vec<&str> = ids.iter().map(|(_, v)| v["id"].as_str().unwrap()).collect();
+    for (m, path) in operations(app).await {
+        if path.contains("{id}") {
+            let prefix = path.trim_end_matches("{id}");
+            let record = ids
+                .iter()
+                .find(|(p, _)| *p == prefix)
+                .unwrap_or_else(|| {
+                    panic!("{m} {path}: no organisation-B record to try it on; add one")
+                })
+                .1;
+            let url = path.replace("{id}", record["id"].as_str().unwrap());
+            let body = (m == "patch").then(
+                || json!({"name": "hijacked", "display_name": "hijacked", "status": "cancelled"}),
+            );
+            let got = app.call_as(&app.token, method(&m), &url, body).await;
+            assert_error(&got, StatusCode::NOT_FOUND, "not_found", None);
+        } else if m == "get" {
+            let (status, body) = app.get(&path).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            let text = body.to_string();
+            for id in &b_ids {
+                assert!(
+                    !text.contains(id),
+                    "{path} lists organisation B's record {id}"
+                );
+            }
+        }
+    }
+    let (_, found) = app.get("/api/v1/patients?phone=201-555-0177").await;
+    assert_eq!(
+        found["items"],
+        json!([]),
+        "B's patient is not found by phone"
+    );
+    let (_, found) = app.get("/api/v1/patients?identifier=B-1").await;
+    assert_eq!(found["items"], json!([]), "nor by MRN");
+    let got = app
+        .post(
+            "/api/v1/appointments",
+            json!({"patient_id": pat["id"], "start": "2026-12-01T15:00:00Z"}),
+        )
+        .await;
+    assert_error(
+        &got,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown_reference",
+        Some("patient_id"),
+    );
+    // B's records are untouched, and B's revoked-by-A attempt left its token alive.
+    let (status, still) = app
+        .call_as(
+            &b_token,
+            Method::GET,
+            &format!("/api/v1/appointments/{}", b_ids[3]),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, still["status"].as_str()),
+        (StatusCode::OK, Some("booked"))
+    );
+    let (status, _) = app
+        .call_as(
+            tok["token"].as_str().unwrap(),
+            Method::GET,
+            "/api/v1/organization",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+async fn tokens_are_created_listed_and_revoked_by_admins(app: &TestApp) {
+    let (status, made) = app
+        .post("/api/v1/tokens", json!({"name": "kiosk", "role": "viewer"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let secret = made["token"].as_str().unwrap().to_owned();
+    let (status, org) = app
+        .call_as(&secret, Method::GET, "/api/v1/organization", None)
+        .await;
+    assert_eq!(
+        (status, org["slug"].as_str()),
+        (StatusCode::OK, Some("north-clinic"))
+    );
+    let (_, list) = app.get("/api/v1/tokens").await;
+    assert!(
+        !list.to_string().contains(&secret),
+        "secrets are never listed"
+    );
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let (status, _) = app
+        .call_as(
+            &app.token,
+            Method::DELETE,
+            &format!("/api/v1/tokens/{}", made["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let got = app
+        .call_as(&secret, Method::GET, "/api/v1/organization", None)
+        .await;
+    assert_error(&got, StatusCode::UNAUTHORIZED, "unauthorized", None);
+}
