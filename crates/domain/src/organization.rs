@@ -322,7 +322,7 @@ pub fn is_valid_npi(npi: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 #[cfg(test)]

@@ -165,7 +165,15 @@ pub(crate) fn to_doc<T: serde::Serialize>(value: &T) -> String {
 }
 
 pub(crate) fn from_doc<T: serde::de::DeserializeOwned>(doc: &str) -> StoreResult<T> {
-    serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(e.to_string()))
+    // serde's own message may quote the stored value (PHI): keep only where it failed.
+    serde_json::from_str(doc).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "stored document unreadable ({:?} at line {}, column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })
 }
 
 /// Fails with `NotFound` when an update touched no row (absent, or another tenant's).

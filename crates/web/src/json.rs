@@ -92,6 +92,14 @@ fn merge(target: &mut Value, patch: Value) {
 }
 
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // NUL cannot be stored as text by PostgreSQL; refuse it the same way on every backend.
+    if bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000")) {
+        return Err(ApiError::unprocessable(
+            "body",
+            "invalid_character",
+            "text may not contain the NUL character (\\u0000)",
+        ));
+    }
     let malformed = |e: &serde_json::Error| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -235,6 +243,15 @@ mod tests {
         assert_eq!(
             (e.body.code.as_str(), e.body.field.as_deref()),
             ("unknown_field", Some("nmae"))
+        );
+    }
+
+    #[test]
+    fn nul_characters_are_refused_before_they_reach_a_database() {
+        let e = err(r#"{"name":"a\u0000b"}"#);
+        assert_eq!(
+            (e.status, e.body.code.as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_character")
         );
     }
 

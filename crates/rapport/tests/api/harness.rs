@@ -251,8 +251,7 @@ pub fn assert_error(
         "{}",
         got.1
     );
-    match field {
-        Some(f) => assert_eq!(got.1["error"]["field"], f, "{}", got.1),
-        None => {}
+    if let Some(f) = field {
+        assert_eq!(got.1["error"]["field"], f, "{}", got.1);
     }
 }
