@@ -1,0 +1,9 @@
+#![forbid(unsafe_code)]
+//! Rapport's channels: the provider ports (`SmsProvider`, `EmailProvider`) and their
+//! adapters (Twilio's REST API and webhook signatures, the built-in Twilio-compatible
+//! simulator, SMTP).
+
+pub mod sms;
+pub mod twilio;
+
+pub use sms::{OutboundSms, ProviderMessage, Refusal, SendError, Sender, SmsProvider};

@@ -1,0 +1,3 @@
+//! Twilio Programmable Messaging: webhook signatures, and (with their modules) the REST adapter.
+
+pub mod signature;
