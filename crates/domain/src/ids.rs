@@ -53,3 +53,7 @@ id_type!(ProviderId);
 id_type!(PatientId);
 id_type!(AppointmentId);
 id_type!(TokenId);
+id_type!(ChannelId);
+id_type!(MessageId);
+id_type!(InboundId);
+id_type!(ConsentEventId);

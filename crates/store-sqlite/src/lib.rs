@@ -4,6 +4,7 @@
 //! for every write transaction on a single writer connection.
 
 mod appointments;
+mod messaging;
 mod organizations;
 mod patients;
 mod setup;

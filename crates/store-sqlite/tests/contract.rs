@@ -14,3 +14,17 @@ async fn fresh() -> Option<Arc<dyn Store>> {
 }
 
 store::contract_tests!(fresh);
+
+async fn fresh_concrete() -> Option<Arc<SqliteStore>> {
+    let path = std::env::temp_dir().join(format!("rapport-contract-{}.db", uuid::Uuid::now_v7()));
+    let store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("open SQLite");
+    store.migrate().await.expect("migrate");
+    Some(Arc::new(store))
+}
+
+mod messaging {
+    use super::fresh_concrete;
+    store::messaging_contract_tests!(fresh_concrete);
+}

@@ -3,8 +3,14 @@
 //! contract suite ([`contract`]) that every backend must pass.
 
 pub mod contract;
+pub mod contract_messaging;
+pub mod messaging;
 pub mod page;
 
+pub use messaging::{
+    Channel, ChannelSettings, ChannelStore, ConsentEvent, ConsentStore, Enqueued, InboundMessage,
+    InboundStore, MessagingStore, OutboundMessage, OutboxStore, Received, StateChange,
+};
 pub use page::{Cursor, Page, PageRequest};
 
 use async_trait::async_trait;

@@ -1,0 +1,403 @@
+//! The messaging half of the store contract: dedupe keys, leased claims with fair share,
+//! compare-and-set state changes, idempotent inbound messages, and the consent ledger.
+
+use crate::contract::{organization, patient};
+use crate::*;
+use domain::ids::{ChannelId, ConsentEventId, InboundId, MessageId};
+use domain::{OrgId, Organization};
+use jiff::{SignedDuration, Timestamp};
+
+#[macro_export]
+macro_rules! messaging_contract_tests {
+    ($make:path) => {
+        $crate::messaging_contract_tests!(@each $make;
+            dedupe_keys_make_one_message, claims_lease_due_messages_once_and_share_fairly,
+            state_changes_are_compare_and_set, stuck_sending_messages_are_found_for_the_reconciler,
+            inbound_messages_are_stored_once, consent_ledger_keeps_state_and_history,
+            channels_round_trip, caps_count_messages_to_a_number);
+    };
+    (@each $make:path; $($name:ident),*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                match $make().await {
+                    Some(store) => $crate::contract_messaging::$name(&*store).await,
+                    None => eprintln!("skipped: backend not configured"),
+                }
+            }
+        )*
+    };
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_microsecond(Timestamp::now().as_microsecond()).unwrap()
+}
+
+async fn org<S: Store + MessagingStore + ?Sized>(store: &S, slug: &str) -> Organization {
+    let o = organization(slug);
+    store.insert_organization(&o).await.unwrap();
+    o
+}
+
+async fn channel_of<S: Store + MessagingStore + ?Sized>(store: &S, org: OrgId) -> Channel {
+    let c = Channel {
+        id: ChannelId::new(),
+        org_id: org,
+        kind: "twilio".into(),
+        name: "Main number".into(),
+        account_sid: format!("AC{}", "a".repeat(32)),
+        auth_token_env: Some("TWILIO_AUTH_TOKEN".into()),
+        auth_token_sealed: None,
+        from_number: Some("+12015550100".into()),
+        messaging_service_sid: None,
+        api_base: "http://127.0.0.1:9".into(),
+        settings: ChannelSettings::default(),
+        created_at: now(),
+    };
+    store.insert_channel(&c).await.unwrap();
+    c
+}
+
+pub fn message(
+    org: OrgId,
+    channel: Option<ChannelId>,
+    to: &str,
+    key: &str,
+    not_before: Timestamp,
+) -> OutboundMessage {
+    OutboundMessage {
+        id: MessageId::new(),
+        org_id: org,
+        channel_id: channel,
+        patient_id: None,
+        appointment_id: None,
+        to: to.into(),
+        kind: "reminder".into(),
+        programme: "reminders".into(),
+        body: "See you tomorrow at 9:00.".into(),
+        segments: 1,
+        dedupe_key: key.into(),
+        state: "queued".into(),
+        not_before,
+        urgent: false,
+        attempts: 0,
+        provider_message_id: None,
+        reason: None,
+        error_code: None,
+        created_at: now(),
+        updated_at: now(),
+        attempted_at: None,
+    }
+}
+
+pub async fn dedupe_keys_make_one_message<S: Store + MessagingStore + ?Sized>(store: &S) {
+    let o = org(store, "dedupe").await;
+    let first = message(o.id, None, "+12015550123", "reminder:a:1", now());
+    assert_eq!(
+        store.enqueue(&first).await.unwrap(),
+        Enqueued::Inserted(first.id)
+    );
+    let again = message(o.id, None, "+12015550123", "reminder:a:1", now());
+    assert_eq!(
+        store.enqueue(&again).await.unwrap(),
+        Enqueued::Duplicate(first.id)
+    );
+    let other_org = org(store, "dedupe2").await;
+    let theirs = message(other_org.id, None, "+12015550123", "reminder:a:1", now());
+    assert_eq!(
+        store.enqueue(&theirs).await.unwrap(),
+        Enqueued::Inserted(theirs.id),
+        "keys are per organisation"
+    );
+    assert_eq!(store.outbound(o.id, first.id).await.unwrap(), first);
+    assert!(matches!(
+        store.outbound(other_org.id, first.id).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+pub async fn claims_lease_due_messages_once_and_share_fairly<S: Store + MessagingStore + ?Sized>(
+    store: &S,
+) {
+    let big = org(store, "big").await;
+    let small = org(store, "small").await;
+    let t0 = now();
+    for i in 0..10 {
+        store
+            .enqueue(&message(
+                big.id,
+                None,
+                "+12015550123",
+                &format!("b{i}"),
+                t0 - SignedDuration::from_secs(60),
+            ))
+            .await
+            .unwrap();
+    }
+    let small_msg = message(small.id, None, "+12015550124", "s0", t0);
+    store.enqueue(&small_msg).await.unwrap();
+    let later = message(
+        small.id,
+        None,
+        "+12015550124",
+        "s1",
+        t0 + SignedDuration::from_secs(3600),
+    );
+    store.enqueue(&later).await.unwrap();
+
+    let lease = t0 + SignedDuration::from_secs(30);
+    let first = store.claim_due(t0, 4, 3, "node-a", lease).await.unwrap();
+    assert_eq!(first.len(), 4);
+    assert!(
+        first.iter().any(|m| m.id == small_msg.id),
+        "the small organisation gets its turn"
+    );
+    assert_eq!(
+        first.iter().filter(|m| m.org_id == big.id).count(),
+        3,
+        "at most per_org from one organisation"
+    );
+    let second = store
+        .claim_due(t0, 100, 100, "node-b", lease)
+        .await
+        .unwrap();
+    assert_eq!(
+        second.len(),
+        7,
+        "leased rows are not claimed twice; the future one waits"
+    );
+    assert!(second.iter().all(|m| !first.iter().any(|f| f.id == m.id)));
+    assert!(
+        store
+            .claim_due(t0, 100, 100, "node-c", lease)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let expired = store
+        .claim_due(
+            lease + SignedDuration::from_secs(1),
+            100,
+            100,
+            "node-c",
+            lease + SignedDuration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        expired.len(),
+        11,
+        "expired leases are claimable again; the future message still waits"
+    );
+}
+
+pub async fn state_changes_are_compare_and_set<S: Store + MessagingStore + ?Sized>(store: &S) {
+    let o = org(store, "cas").await;
+    let m = message(o.id, None, "+12015550123", "k", now());
+    store.enqueue(&m).await.unwrap();
+    let mut to_sending = StateChange::new(m.id, "queued", "sending", now());
+    to_sending.count_attempt = true;
+    assert!(store.change_state(&to_sending).await.unwrap());
+    assert!(
+        !store.change_state(&to_sending).await.unwrap(),
+        "a second claim of the same move fails"
+    );
+    let mut sent = StateChange::new(m.id, "sending", "sent", now());
+    sent.provider_message_id = Some("SM0123".into());
+    assert!(store.change_state(&sent).await.unwrap());
+    let back = store.outbound(o.id, m.id).await.unwrap();
+    assert_eq!(
+        (
+            back.state.as_str(),
+            back.attempts,
+            back.provider_message_id.as_deref()
+        ),
+        ("sent", 1, Some("SM0123"))
+    );
+    assert!(back.attempted_at.is_some());
+    assert_eq!(
+        store.outbound_by_provider_id("SM0123").await.unwrap().id,
+        m.id
+    );
+    let mut retry = StateChange::new(m.id, "sent", "queued", now());
+    retry.not_before = Some(now() + SignedDuration::from_secs(60));
+    retry.reason = Some("waiting for the send window".into());
+    assert!(store.change_state(&retry).await.unwrap());
+    let back = store.outbound(o.id, m.id).await.unwrap();
+    assert_eq!(back.reason.as_deref(), Some("waiting for the send window"));
+    assert!(back.not_before > now());
+}
+
+pub async fn stuck_sending_messages_are_found_for_the_reconciler<
+    S: Store + MessagingStore + ?Sized,
+>(
+    store: &S,
+) {
+    let o = org(store, "stuck").await;
+    let m = message(o.id, None, "+12015550123", "k", now());
+    store.enqueue(&m).await.unwrap();
+    let t = now();
+    let mut c = StateChange::new(m.id, "queued", "sending", t);
+    c.count_attempt = true;
+    store.change_state(&c).await.unwrap();
+    assert!(store.stuck_sending(t, 10).await.unwrap().is_empty());
+    let stuck = store
+        .stuck_sending(t + SignedDuration::from_secs(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(stuck.iter().map(|m| m.id).collect::<Vec<_>>(), [m.id]);
+}
+
+pub async fn inbound_messages_are_stored_once<S: Store + MessagingStore + ?Sized>(store: &S) {
+    let o = org(store, "inb").await;
+    let c = channel_of(store, o.id).await;
+    let m = InboundMessage {
+        id: InboundId::new(),
+        org_id: o.id,
+        channel_id: c.id,
+        provider_message_id: "SMabc".into(),
+        from: "+12015550123".into(),
+        to: "+12015550100".into(),
+        body: "C".into(),
+        details: serde_json::json!({"NumMedia": "0"}),
+        received_at: now(),
+        processed_at: None,
+        outcome: None,
+    };
+    assert_eq!(
+        store.insert_inbound(&m).await.unwrap(),
+        Received::Inserted(m.id)
+    );
+    let retry = InboundMessage {
+        id: InboundId::new(),
+        ..m.clone()
+    };
+    assert_eq!(
+        store.insert_inbound(&retry).await.unwrap(),
+        Received::Duplicate(m.id)
+    );
+    assert_eq!(
+        store.unprocessed_inbound(10).await.unwrap(),
+        vec![m.clone()]
+    );
+    store
+        .mark_inbound_processed(m.id, "inbox", now())
+        .await
+        .unwrap();
+    assert!(store.unprocessed_inbound(10).await.unwrap().is_empty());
+    let page = store
+        .inbound_from(o.id, "+12015550123", &PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(page.items[0].outcome.as_deref(), Some("inbox"));
+}
+
+pub async fn consent_ledger_keeps_state_and_history<S: Store + MessagingStore + ?Sized>(store: &S) {
+    let o = org(store, "consent").await;
+    let event = |status: &str, scope: &str, source: &str| ConsentEvent {
+        id: ConsentEventId::new(),
+        org_id: o.id,
+        phone: "+12015550123".into(),
+        scope: scope.into(),
+        status: status.into(),
+        source: source.into(),
+        actor: Some("STOP".into()),
+        inbound_id: None,
+        recorded_at: now(),
+    };
+    store
+        .record_consent(&event("opted_out", "organization", "patient_keyword"))
+        .await
+        .unwrap();
+    store
+        .record_consent(&event("opted_out", "programme:surveys", "staff"))
+        .await
+        .unwrap();
+    store
+        .record_consent(&event("opted_in", "organization", "patient_keyword"))
+        .await
+        .unwrap();
+    let state = store.consent_state(o.id, "+12015550123").await.unwrap();
+    assert_eq!(
+        state,
+        [
+            ("organization".to_string(), "opted_in".to_string()),
+            ("programme:surveys".into(), "opted_out".into())
+        ]
+    );
+    let history = store.consent_history(o.id, "+12015550123").await.unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .map(|e| e.status.as_str())
+            .collect::<Vec<_>>(),
+        ["opted_out", "opted_out", "opted_in"]
+    );
+    assert_eq!(history[1].source, "staff");
+    let other = org(store, "consent2").await;
+    assert!(
+        store
+            .consent_state(other.id, "+12015550123")
+            .await
+            .unwrap()
+            .is_empty(),
+        "per organisation"
+    );
+}
+
+pub async fn channels_round_trip<S: Store + MessagingStore + ?Sized>(store: &S) {
+    let o = org(store, "chan").await;
+    let mut c = channel_of(store, o.id).await;
+    assert_eq!(store.channel(c.id).await.unwrap(), c);
+    c.settings.segments_per_second = 25.0;
+    c.settings.daily_cap = 2000;
+    store.update_channel(&c).await.unwrap();
+    assert_eq!(store.channels(o.id).await.unwrap(), vec![c]);
+}
+
+pub async fn caps_count_messages_to_a_number<S: Store + MessagingStore + ?Sized>(store: &S) {
+    let o = org(store, "caps").await;
+    let p = patient(&o, "Ana", "Lee", "201-555-0123", "C1");
+    store.insert_patient(&p).await.unwrap();
+    let c = channel_of(store, o.id).await;
+    let t = now();
+    let mut a = message(o.id, Some(c.id), "+12015550123", "a", t);
+    a.patient_id = Some(p.id);
+    store.enqueue(&a).await.unwrap();
+    let mut b = message(o.id, Some(c.id), "+12015550123", "b", t);
+    b.state = "suppressed".into();
+    store.enqueue(&b).await.unwrap();
+    let counted = store
+        .sent_to_number(
+            o.id,
+            "+12015550123",
+            t - SignedDuration::from_hours(24),
+            t + SignedDuration::from_secs(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(counted.len(), 1, "suppressed messages do not count");
+    assert_eq!(
+        store
+            .pending_to_number(o.id, "+12015550123")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let page = store
+        .outbound_for_patient(o.id, p.id, &PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(page.items.iter().map(|m| m.id).collect::<Vec<_>>(), [a.id]);
+    let mut go = StateChange::new(a.id, "queued", "sending", t);
+    go.count_attempt = true;
+    store.change_state(&go).await.unwrap();
+    assert_eq!(
+        store
+            .sent_by_channel(c.id, t - SignedDuration::from_secs(1))
+            .await
+            .unwrap(),
+        1
+    );
+}

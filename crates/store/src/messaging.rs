@@ -1,0 +1,266 @@
+//! Storage ports for messaging: channels (provider accounts and senders), the outbox of
+//! outbound messages with leased claims, inbound messages (idempotent on the provider's
+//! id), and the consent ledger with its history.
+
+use crate::{Page, PageRequest, StoreResult};
+use async_trait::async_trait;
+use domain::ids::{ChannelId, ConsentEventId, InboundId, MessageId};
+use domain::{AppointmentId, OrgId, PatientId};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// Channel settings a practice manager may change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChannelSettings {
+    /// Pacing: message segments per second this sender may send (0 = unpaced).
+    pub segments_per_second: f64,
+    /// Most messages per local day from this sender (0 = no cap).
+    pub daily_cap: u32,
+    /// The provider already answers STOP/START/HELP itself (Twilio does by default), so
+    /// Rapport records the change without sending a second reply.
+    pub provider_handles_keywords: bool,
+}
+
+impl Default for ChannelSettings {
+    fn default() -> Self {
+        Self {
+            segments_per_second: 1.0,
+            daily_cap: 0,
+            provider_handles_keywords: true,
+        }
+    }
+}
+
+/// A provider account and sender, e.g. one Twilio number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Channel {
+    pub id: ChannelId,
+    pub org_id: OrgId,
+    /// `twilio`.
+    pub kind: String,
+    pub name: String,
+    pub account_sid: String,
+    /// Name of the environment variable holding the Auth Token, when it is not stored.
+    pub auth_token_env: Option<String>,
+    /// The Auth Token sealed with the server's key, when it is stored.
+    pub auth_token_sealed: Option<String>,
+    pub from_number: Option<String>,
+    pub messaging_service_sid: Option<String>,
+    pub api_base: String,
+    pub settings: ChannelSettings,
+    pub created_at: Timestamp,
+}
+
+/// An outbound message row: written with its cause, claimed and sent by the dispatcher.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboundMessage {
+    pub id: MessageId,
+    pub org_id: OrgId,
+    pub channel_id: Option<ChannelId>,
+    pub patient_id: Option<PatientId>,
+    pub appointment_id: Option<AppointmentId>,
+    /// E.164 destination.
+    pub to: String,
+    /// What kind of message (`reminder`, `care_team_reply`, `keyword_reply`…).
+    pub kind: String,
+    /// The consent scope it falls under (`reminders`, `surveys`, `broadcasts`, `care`…).
+    pub programme: String,
+    pub body: String,
+    pub segments: u32,
+    /// Unique per organisation: the same cause never makes two messages.
+    pub dedupe_key: String,
+    /// `scheduled`, `queued`, `sending`, `sent`, `delivered`, `undelivered`, `failed`,
+    /// `cancelled`, `suppressed`.
+    pub state: String,
+    /// Not to be sent before this instant (already moved into the send window).
+    pub not_before: Timestamp,
+    pub urgent: bool,
+    pub attempts: u32,
+    pub provider_message_id: Option<String>,
+    /// Why it failed, was suppressed, or is waiting: for a person to read.
+    pub reason: Option<String>,
+    pub error_code: Option<u32>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// When the last attempt to hand it to the provider started.
+    pub attempted_at: Option<Timestamp>,
+}
+
+/// What `enqueue` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    Inserted(MessageId),
+    /// A message with the same dedupe key exists: nothing was written.
+    Duplicate(MessageId),
+}
+
+/// A change of state, applied only if the row is still in `from` (compare and set).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateChange {
+    pub id: MessageId,
+    pub from: String,
+    pub to: String,
+    pub at: Timestamp,
+    pub provider_message_id: Option<String>,
+    pub reason: Option<String>,
+    pub error_code: Option<u32>,
+    /// When set, the row goes back to waiting until then (retries, send windows).
+    pub not_before: Option<Timestamp>,
+    /// Counts an attempt (the message was handed to the provider, or about to be).
+    pub count_attempt: bool,
+}
+
+impl StateChange {
+    pub fn new(id: MessageId, from: &str, to: &str, at: Timestamp) -> Self {
+        Self {
+            id,
+            from: from.to_owned(),
+            to: to.to_owned(),
+            at,
+            provider_message_id: None,
+            reason: None,
+            error_code: None,
+            not_before: None,
+            count_attempt: false,
+        }
+    }
+}
+
+#[async_trait]
+pub trait ChannelStore: Send + Sync {
+    async fn insert_channel(&self, channel: &Channel) -> StoreResult<()>;
+    async fn update_channel(&self, channel: &Channel) -> StoreResult<()>;
+    /// A channel by id, whatever its organisation: webhooks arrive before we know it.
+    async fn channel(&self, id: ChannelId) -> StoreResult<Channel>;
+    async fn channels(&self, org: OrgId) -> StoreResult<Vec<Channel>>;
+}
+
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
+    /// Writes a message unless its dedupe key exists in its organisation.
+    async fn enqueue(&self, message: &OutboundMessage) -> StoreResult<Enqueued>;
+    /// Claims up to `limit` due messages (`scheduled` or `queued`, `not_before <= now`, lease
+    /// free or expired) for `lease_until`, at most `per_org` from any one organisation so one
+    /// organisation's broadcast cannot starve the others' reminders.
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        per_org: u32,
+        owner: &str,
+        lease_until: Timestamp,
+    ) -> StoreResult<Vec<OutboundMessage>>;
+    /// Applies `change` if the row is still in `change.from`; false when it moved meanwhile.
+    /// Clears the lease.
+    async fn change_state(&self, change: &StateChange) -> StoreResult<bool>;
+    /// Messages left in `sending` whose attempt started before `before`: the reconciler's work.
+    async fn stuck_sending(
+        &self,
+        before: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboundMessage>>;
+    async fn outbound(&self, org: OrgId, id: MessageId) -> StoreResult<OutboundMessage>;
+    /// Across organisations: status callbacks name only the provider's id.
+    async fn outbound_by_provider_id(
+        &self,
+        provider_message_id: &str,
+    ) -> StoreResult<OutboundMessage>;
+    async fn outbound_for_patient(
+        &self,
+        org: OrgId,
+        patient: PatientId,
+        page: &PageRequest,
+    ) -> StoreResult<Page<OutboundMessage>>;
+    /// Messages to `to` in `org` that count for caps: created in `[since, until)` and not
+    /// cancelled or suppressed, with their kinds and planned times.
+    async fn sent_to_number(
+        &self,
+        org: OrgId,
+        to: &str,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> StoreResult<Vec<(Timestamp, String)>>;
+    /// Messages from `channel` handed to the provider at or after `since` (daily caps).
+    async fn sent_by_channel(&self, channel: ChannelId, since: Timestamp) -> StoreResult<u64>;
+    /// Pending (`scheduled`/`queued`) messages of `org` to `to` in `programmes` (all when empty).
+    async fn pending_to_number(&self, org: OrgId, to: &str) -> StoreResult<Vec<OutboundMessage>>;
+}
+
+/// A message a patient sent us.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundMessage {
+    pub id: InboundId,
+    pub org_id: OrgId,
+    pub channel_id: ChannelId,
+    /// Unique: a webhook retried by the provider is stored once.
+    pub provider_message_id: String,
+    pub from: String,
+    pub to: String,
+    pub body: String,
+    /// Provider parameters beyond the core ones (media URLs and types, geo), as JSON.
+    pub details: serde_json::Value,
+    pub received_at: Timestamp,
+    /// Set once routed (keywords, replies, inbox).
+    pub processed_at: Option<Timestamp>,
+    /// What routing made of it (`opt_out`, `help`, `inbox`, …).
+    pub outcome: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    Inserted(InboundId),
+    Duplicate(InboundId),
+}
+
+#[async_trait]
+pub trait InboundStore: Send + Sync {
+    async fn insert_inbound(&self, message: &InboundMessage) -> StoreResult<Received>;
+    async fn unprocessed_inbound(&self, limit: u32) -> StoreResult<Vec<InboundMessage>>;
+    async fn mark_inbound_processed(
+        &self,
+        id: InboundId,
+        outcome: &str,
+        at: Timestamp,
+    ) -> StoreResult<()>;
+    async fn inbound_from(
+        &self,
+        org: OrgId,
+        from: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<InboundMessage>>;
+}
+
+/// One change in the consent ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsentEvent {
+    pub id: ConsentEventId,
+    pub org_id: OrgId,
+    /// E.164.
+    pub phone: String,
+    /// `organization`, `channel:{id}`, or `programme:{name}`.
+    pub scope: String,
+    /// `opted_in` or `opted_out`.
+    pub status: String,
+    /// `patient_keyword`, `staff`, `import`, `ehr`, `carrier`.
+    pub source: String,
+    /// Who: a token name, a keyword, a carrier error code.
+    pub actor: Option<String>,
+    pub inbound_id: Option<InboundId>,
+    pub recorded_at: Timestamp,
+}
+
+#[async_trait]
+pub trait ConsentStore: Send + Sync {
+    /// Appends the event and makes it the current state of its (phone, scope).
+    async fn record_consent(&self, event: &ConsentEvent) -> StoreResult<()>;
+    /// Current status per scope for a number (only scopes ever recorded).
+    async fn consent_state(&self, org: OrgId, phone: &str) -> StoreResult<Vec<(String, String)>>;
+    /// Every change for a number, oldest first.
+    async fn consent_history(&self, org: OrgId, phone: &str) -> StoreResult<Vec<ConsentEvent>>;
+}
+
+/// Everything messaging needs of a backend.
+pub trait MessagingStore: ChannelStore + OutboxStore + InboundStore + ConsentStore {}
+
+impl<T: ChannelStore + OutboxStore + InboundStore + ConsentStore> MessagingStore for T {}
