@@ -6,10 +6,15 @@ pub mod appointment;
 pub mod auth;
 pub mod clock;
 pub mod error;
+pub mod frequency;
 pub mod ids;
+pub mod keywords;
+pub mod message_body;
+pub mod message_state;
 pub mod organization;
 pub mod patient;
 pub mod phone;
+pub mod send_window;
 pub mod zone;
 
 pub use appointment::{
@@ -18,7 +23,11 @@ pub use appointment::{
 pub use auth::{Action, Role};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use error::{FieldError, FieldErrors};
+pub use frequency::{CapReached, FrequencyPolicy};
 pub use ids::{AppointmentId, LocationId, OrgId, PatientId, ProviderId, TokenId};
+pub use keywords::{Intent, KeywordTable, Language, ReplyKind, RequiredReplies};
+pub use message_body::{BodyError, Encoding, MessageBody, SegmentCount};
+pub use message_state::{MessageKind, MessageState};
 pub use organization::{
     Address, Closure, DayHours, Location, NewLocation, NewOrganization, NewProvider, OpeningHours,
     Organization, Provider, ProviderIdentifier,
@@ -28,4 +37,5 @@ pub use patient::{
     ValidPatient, search_key,
 };
 pub use phone::{E164, Phone, PhoneError, PhoneInput, PhoneUse};
+pub use send_window::{LocationHours, NextSend, SendWindow, SendWindows};
 pub use zone::ZoneName;

@@ -29,6 +29,11 @@ pub struct Config {
     /// Requests each API token may make per minute, after a burst.
     pub rate_limit_per_minute: u32,
     pub rate_limit_burst: u32,
+    /// Where the key that seals stored provider credentials lives (created on first use)
+    /// when `RAPPORT_SECRET_KEY` does not give it.
+    pub secret_key_file: std::path::PathBuf,
+    /// Run the dispatcher and the inbound router in this process.
+    pub workers: bool,
 }
 
 impl Default for Config {
@@ -43,6 +48,8 @@ impl Default for Config {
             body_limit: 1024 * 1024,
             rate_limit_per_minute: 1200,
             rate_limit_burst: 200,
+            secret_key_file: "rapport-data/secret.key".into(),
+            workers: true,
         }
     }
 }
@@ -107,6 +114,9 @@ impl Config {
         }
         if let Some(v) = env("RAPPORT_RATE_LIMIT_PER_MINUTE") {
             self.rate_limit_per_minute = number("RAPPORT_RATE_LIMIT_PER_MINUTE", &v)?;
+        }
+        if let Some(v) = env("RAPPORT_SECRET_KEY_FILE") {
+            self.secret_key_file = v.into();
         }
         if let Some(v) = env("RAPPORT_RATE_LIMIT_BURST") {
             self.rate_limit_burst = number("RAPPORT_RATE_LIMIT_BURST", &v)?;

@@ -14,7 +14,7 @@ use domain::Clock;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use store::Store;
+use store::AppStore;
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -23,8 +23,8 @@ pub use config::Config;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Opens the database named by `url` and applies its migrations.
-pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
-    let store: Arc<dyn Store> =
+pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn AppStore>> {
+    let store: Arc<dyn AppStore> =
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Arc::new(
                 store_postgres::PostgresStore::connect(url)
@@ -44,24 +44,46 @@ pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     Ok(store)
 }
 
-/// Serves the app on `http` and metrics on `metrics` until `shutdown` resolves, then lets
-/// in-flight requests finish for up to [`SHUTDOWN_GRACE`].
+/// Builds the engine for `store` from the configuration (its sealing key included).
+pub fn engine(
+    config: &Config,
+    store: Arc<dyn AppStore>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Arc<engine::Engine>> {
+    let key_env = std::env::var("RAPPORT_SECRET_KEY").ok();
+    let sealer = engine::Sealer::load(key_env.as_deref(), &config.secret_key_file)
+        .context("loading the secret key")?;
+    let engine_config = engine::EngineConfig {
+        public_url: config.public_url.clone(),
+        ..engine::EngineConfig::default()
+    };
+    Ok(engine::Engine::new(store, clock, sealer, engine_config))
+}
+
+/// Serves the app on `http` and metrics on `metrics`, and runs the dispatcher and the
+/// inbound router, until `shutdown` resolves; then lets in-flight requests finish for up
+/// to [`SHUTDOWN_GRACE`].
 pub async fn launch_with_listeners(
     config: &Config,
-    store: Arc<dyn Store>,
-    clock: Arc<dyn Clock>,
+    engine: Arc<engine::Engine>,
     http: TcpListener,
     metrics: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let store = engine.store.clone();
     let web_config = config.web();
-    let app = web::router(
-        web::AppState::new(store.clone(), clock, &web_config),
-        &web_config,
-    );
+    let app = web::router(web::AppState::new(engine.clone(), &web_config), &web_config);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
+    };
+    let workers = if config.workers {
+        vec![
+            tokio::spawn(engine.clone().run_dispatcher(stop_rx.clone())),
+            tokio::spawn(engine.clone().run_inbound(stop_rx.clone())),
+        ]
+    } else {
+        vec![]
     };
     let http_server = axum::serve(http, app).with_graceful_shutdown(stopped(stop_rx.clone()));
     let metrics_server = axum::serve(metrics, metrics_router(store.clone()))
@@ -78,11 +100,14 @@ pub async fn launch_with_listeners(
         result = servers => { result?; }
         _ = deadline => tracing::warn!("in-flight requests did not finish in time; exiting"),
     }
+    for worker in workers {
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, worker).await;
+    }
     store.close().await;
     Ok(())
 }
 
-fn metrics_router(store: Arc<dyn Store>) -> Router {
+fn metrics_router(store: Arc<dyn AppStore>) -> Router {
     let handle = telemetry::metrics_handle();
     Router::new().route(
         "/metrics",
@@ -121,7 +146,7 @@ pub async fn shutdown_signal() {
 }
 
 /// Binds both listeners from the configuration and serves until a signal.
-pub async fn serve(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<()> {
+pub async fn serve(config: &Config, store: Arc<dyn AppStore>) -> anyhow::Result<()> {
     let http = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding {}", config.http_addr))?;
@@ -129,13 +154,6 @@ pub async fn serve(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<()>
         .await
         .with_context(|| format!("binding {}", config.metrics_addr))?;
     tracing::info!(http = %config.http_addr, metrics = %config.metrics_addr, backend = store.backend(), "rapport is serving");
-    launch_with_listeners(
-        config,
-        store,
-        Arc::new(domain::SystemClock),
-        http,
-        metrics,
-        shutdown_signal(),
-    )
-    .await
+    let engine = engine(config, store, Arc::new(domain::SystemClock))?;
+    launch_with_listeners(config, engine, http, metrics, shutdown_signal()).await
 }

@@ -4,6 +4,7 @@
 //! write runs in its own transaction.
 
 mod appointments;
+mod messaging;
 mod organizations;
 mod patients;
 mod setup;

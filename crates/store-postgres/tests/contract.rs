@@ -3,6 +3,7 @@
 
 mod support;
 
+use rapport_store_postgres::PostgresStore;
 use std::sync::Arc;
 use store::Store;
 
@@ -11,6 +12,16 @@ async fn fresh() -> Option<Arc<dyn Store>> {
 }
 
 store::contract_tests!(fresh);
+
+/// The messaging suite needs the concrete store: `MessagingStore` is not part of `dyn Store`.
+async fn fresh_concrete() -> Option<Arc<PostgresStore>> {
+    Some(Arc::new(support::fresh_store().await?))
+}
+
+mod messaging {
+    use super::fresh_concrete;
+    store::messaging_contract_tests!(fresh_concrete);
+}
 
 #[test]
 fn database_names_are_replaced_in_urls() {

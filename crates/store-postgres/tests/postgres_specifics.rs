@@ -1,12 +1,20 @@
 //! What the contract does not reach but PostgreSQL makes worth checking: batches larger
-//! than one statement's bind limit, byte-order prefix search beyond ASCII, and the
-//! mapping of foreign-key violations. Skipped when `RAPPORT_TEST_POSTGRES_URL` is unset.
+//! than one statement's bind limit, byte-order prefix search beyond ASCII, the mapping
+//! of foreign-key violations, and outbox claims racing on several connections. Skipped
+//! when `RAPPORT_TEST_POSTGRES_URL` is unset.
 
 mod support;
 
+use domain::ids::MessageId;
 use domain::{AppointmentId, AppointmentStatus, ConfirmationState, Patient, PatientId};
+use jiff::{SignedDuration, Timestamp};
+use rapport_store_postgres::PostgresStore;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
 use store::contract::{organization, patient};
-use store::{OrganizationStore, PageRequest, PatientQuery, PatientStore, StoreError};
+use store::contract_messaging::message;
+use store::{OrganizationStore, OutboxStore, PageRequest, PatientQuery, PatientStore, StoreError};
 
 #[tokio::test]
 async fn batches_larger_than_one_statement_are_all_stored() {
@@ -112,4 +120,136 @@ async fn references_into_nothing_are_conflicts() {
         Err(StoreError::Conflict { field, .. }) => assert_eq!(field, "reference"),
         other => panic!("an appointment for no patient gave {other:?}"),
     }
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_microsecond(Timestamp::now().as_microsecond()).unwrap()
+}
+
+/// Enqueues `count` due messages spread over `orgs` organisations; returns their ids.
+async fn due_messages(
+    store: &PostgresStore,
+    orgs: &[domain::OrgId],
+    count: usize,
+    tag: &str,
+    not_before: Timestamp,
+) -> HashSet<MessageId> {
+    let mut ids = HashSet::new();
+    for i in 0..count {
+        let m = message(
+            orgs[i % orgs.len()],
+            None,
+            "+12015550123",
+            &format!("{tag}:{i}"),
+            not_before,
+        );
+        store.enqueue(&m).await.unwrap();
+        ids.insert(m.id);
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_claims_never_take_a_message_twice() {
+    let Some(store) = support::fresh_store().await else {
+        return;
+    };
+    let store = Arc::new(store);
+    let mut orgs = Vec::new();
+    for slug in ["race-a", "race-b", "race-c", "race-d"] {
+        let o = organization(slug);
+        store.insert_organization(&o).await.unwrap();
+        orgs.push(o.id);
+    }
+    // Leases outlast the test, so each round's claims see only that round's messages.
+    let lease = now() + SignedDuration::from_hours(1);
+    for round in 0..10 {
+        let t = now();
+        let expected = due_messages(&store, &orgs, 200, &format!("r{round}"), t).await;
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let claim = |owner: &'static str| {
+            let (store, barrier) = (Arc::clone(&store), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.claim_due(t, 200, 200, owner, lease).await.unwrap()
+            })
+        };
+        let (a, b) = (claim("node-a"), claim("node-b"));
+        let (a, b) = (a.await.unwrap(), b.await.unwrap());
+        let a_ids: HashSet<MessageId> = a.iter().map(|m| m.id).collect();
+        let b_ids: HashSet<MessageId> = b.iter().map(|m| m.id).collect();
+        assert_eq!(
+            a_ids.len(),
+            a.len(),
+            "round {round}: node-a got a message twice"
+        );
+        assert_eq!(
+            b_ids.len(),
+            b.len(),
+            "round {round}: node-b got a message twice"
+        );
+        assert!(
+            a_ids.is_disjoint(&b_ids),
+            "round {round}: both nodes claimed {:?}",
+            a_ids.intersection(&b_ids).collect::<Vec<_>>()
+        );
+        let all: HashSet<MessageId> = a_ids.union(&b_ids).copied().collect();
+        assert_eq!(
+            all,
+            expected,
+            "round {round}: together the claims take every due message ({} + {})",
+            a.len(),
+            b.len()
+        );
+        for (claimed, owner) in [(&a, "node-a"), (&b, "node-b")] {
+            assert!(
+                claimed
+                    .windows(2)
+                    .all(|w| (w[0].not_before, w[0].id) <= (w[1].not_before, w[1].id)),
+                "sorted by (not_before, id)"
+            );
+            let (n,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM outbound_messages WHERE lease_owner = $1 AND id = ANY($2)",
+            )
+            .bind(owner)
+            .bind(claimed.iter().map(|m| m.id.0).collect::<Vec<_>>())
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+            assert_eq!(n as usize, claimed.len(), "the lease names {owner}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn claims_skip_rows_another_claim_holds_without_waiting() {
+    let Some(store) = support::fresh_store().await else {
+        return;
+    };
+    let o = organization("held");
+    store.insert_organization(&o).await.unwrap();
+    let t = now();
+    let all = due_messages(&store, &[o.id], 200, "h", t).await;
+    // Another node's claim, caught mid-transaction: it holds 50 rows' locks.
+    let mut other = store.pool().begin().await.unwrap();
+    let held: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM outbound_messages ORDER BY id LIMIT 50 FOR UPDATE")
+            .fetch_all(&mut *other)
+            .await
+            .unwrap();
+    let lease = t + SignedDuration::from_secs(30);
+    let claimed = tokio::time::timeout(
+        Duration::from_secs(10),
+        store.claim_due(t, 200, 200, "node-a", lease),
+    )
+    .await
+    .expect("a claim does not wait for rows another transaction holds")
+    .unwrap();
+    assert_eq!(claimed.len(), 150);
+    assert!(claimed.iter().all(|m| !held.contains(&m.id.0)));
+    other.rollback().await.unwrap();
+    let rest = store.claim_due(t, 200, 200, "node-b", lease).await.unwrap();
+    let rest: HashSet<uuid::Uuid> = rest.iter().map(|m| m.id.0).collect();
+    assert_eq!(rest, held.iter().copied().collect());
+    assert_eq!(claimed.len() + rest.len(), all.len());
 }

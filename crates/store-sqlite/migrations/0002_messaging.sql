@@ -49,7 +49,7 @@ CREATE TABLE outbound_messages (
 CREATE INDEX outbound_due ON outbound_messages (not_before) WHERE state IN ('scheduled', 'queued');
 CREATE INDEX outbound_sending ON outbound_messages (attempted_at) WHERE state = 'sending';
 CREATE INDEX outbound_patient ON outbound_messages (org_id, patient_id, id);
-CREATE INDEX outbound_number ON outbound_messages (org_id, to_number, created_at);
+CREATE INDEX outbound_number ON outbound_messages (org_id, to_number, attempted_at);
 CREATE INDEX outbound_channel ON outbound_messages (channel_id, attempted_at);
 
 CREATE TABLE inbound_messages (

@@ -324,7 +324,7 @@ impl OutboxStore for SqliteStore {
         until: Timestamp,
     ) -> StoreResult<Vec<(Timestamp, String)>> {
         let rows = sqlx::query(
-            "SELECT not_before, kind FROM outbound_messages WHERE org_id = ? AND to_number = ? AND created_at >= ? AND not_before < ? AND state NOT IN ('cancelled', 'suppressed', 'failed')",
+            "SELECT attempted_at, kind FROM outbound_messages WHERE org_id = ? AND to_number = ? AND attempted_at >= ? AND attempted_at < ? AND state IN ('sending', 'sent', 'delivered', 'undelivered')",
         )
         .bind(org.0)
         .bind(to)

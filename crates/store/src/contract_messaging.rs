@@ -367,23 +367,23 @@ pub async fn caps_count_messages_to_a_number<S: Store + MessagingStore + ?Sized>
     let mut b = message(o.id, Some(c.id), "+12015550123", "b", t);
     b.state = "suppressed".into();
     store.enqueue(&b).await.unwrap();
+    let (since, until) = (
+        t - SignedDuration::from_hours(24),
+        t + SignedDuration::from_secs(10),
+    );
     let counted = store
-        .sent_to_number(
-            o.id,
-            "+12015550123",
-            t - SignedDuration::from_hours(24),
-            t + SignedDuration::from_secs(1),
-        )
+        .sent_to_number(o.id, "+12015550123", since, until)
         .await
         .unwrap();
-    assert_eq!(counted.len(), 1, "suppressed messages do not count");
+    assert!(
+        counted.is_empty(),
+        "nothing has been handed to the provider yet"
+    );
+    let pending = store.pending_to_number(o.id, "+12015550123").await.unwrap();
     assert_eq!(
-        store
-            .pending_to_number(o.id, "+12015550123")
-            .await
-            .unwrap()
-            .len(),
-        1
+        pending.iter().map(|m| m.id).collect::<Vec<_>>(),
+        [a.id],
+        "suppressed messages are not pending"
     );
     let page = store
         .outbound_for_patient(o.id, p.id, &PageRequest::default())
@@ -399,5 +399,14 @@ pub async fn caps_count_messages_to_a_number<S: Store + MessagingStore + ?Sized>
             .await
             .unwrap(),
         1
+    );
+    let counted = store
+        .sent_to_number(o.id, "+12015550123", since, until)
+        .await
+        .unwrap();
+    assert_eq!(
+        counted,
+        [(t, "reminder".to_string())],
+        "a message handed to the provider counts"
     );
 }

@@ -8,8 +8,9 @@ pub mod messaging;
 pub mod page;
 
 pub use messaging::{
-    Channel, ChannelSettings, ChannelStore, ConsentEvent, ConsentStore, Enqueued, InboundMessage,
-    InboundStore, MessagingStore, OutboundMessage, OutboxStore, Received, StateChange,
+    AppStore, Channel, ChannelSettings, ChannelStore, ConsentEvent, ConsentStore, Enqueued,
+    InboundMessage, InboundStore, MessagingStore, OutboundMessage, OutboxStore, Received,
+    StateChange,
 };
 pub use page::{Cursor, Page, PageRequest};
 

@@ -172,8 +172,8 @@ pub trait OutboxStore: Send + Sync {
         patient: PatientId,
         page: &PageRequest,
     ) -> StoreResult<Page<OutboundMessage>>;
-    /// Messages to `to` in `org` that count for caps: created in `[since, until)` and not
-    /// cancelled or suppressed, with their kinds and planned times.
+    /// Messages to `to` in `org` handed to the provider in `[since, until)` (what caps
+    /// count), with when and their kinds.
     async fn sent_to_number(
         &self,
         org: OrgId,
@@ -264,3 +264,8 @@ pub trait ConsentStore: Send + Sync {
 pub trait MessagingStore: ChannelStore + OutboxStore + InboundStore + ConsentStore {}
 
 impl<T: ChannelStore + OutboxStore + InboundStore + ConsentStore> MessagingStore for T {}
+
+/// The whole store: records and messaging.
+pub trait AppStore: crate::Store + MessagingStore {}
+
+impl<T: crate::Store + MessagingStore + ?Sized> AppStore for T {}

@@ -32,6 +32,8 @@ pub fn hash_secret(secret: &str) -> String {
 pub struct Caller {
     pub org: Organization,
     pub role: Role,
+    /// The token's name, recorded as the actor of changes made with it.
+    pub token_name: String,
 }
 
 impl Caller {
@@ -97,6 +99,7 @@ impl FromRequestParts<AppState> for Caller {
         Ok(Caller {
             org,
             role: token.role,
+            token_name: token.name,
         })
     }
 }

@@ -111,3 +111,20 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// Engine errors as API errors: field errors are 422, store errors as usual, and
+/// configuration problems a 503 whose detail goes to the log only.
+pub fn from_engine(e: engine::EngineError) -> ApiError {
+    match e {
+        engine::EngineError::Field(f) => f.into(),
+        engine::EngineError::Store(s) => s.into(),
+        engine::EngineError::Config(detail) => {
+            tracing::error!(%detail, "configuration problem");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "misconfigured",
+                "a channel or setting needs an administrator's attention",
+            )
+        }
+    }
+}

@@ -8,6 +8,7 @@ mod error;
 mod json;
 mod metrics;
 mod openapi;
+mod webhooks;
 
 pub use auth::{RateLimit, hash_secret, new_secret};
 pub use error::ApiError;
@@ -19,8 +20,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use domain::Clock;
+use engine::Engine;
 use std::sync::Arc;
-use store::Store;
+use store::AppStore;
 
 /// Settings the web layer needs; the binary fills them from its configuration.
 #[derive(Debug, Clone)]
@@ -41,16 +43,21 @@ impl Default for WebConfig {
 
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn AppStore>,
+    pub engine: Arc<Engine>,
     pub clock: Arc<dyn Clock>,
+    /// The URL providers reach us at: webhook signatures are checked against it.
+    pub public_url: String,
     pub(crate) limiter: Arc<auth::Limiter>,
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: &WebConfig) -> Self {
+    pub fn new(engine: Arc<Engine>, config: &WebConfig) -> Self {
         Self {
-            store,
-            clock,
+            store: engine.store.clone(),
+            clock: engine.clock.clone(),
+            public_url: engine.config.public_url.clone(),
+            engine,
             limiter: Arc::new(auth::Limiter::new(config.rate_limit)),
         }
     }
@@ -62,6 +69,14 @@ pub fn router(state: AppState, config: &WebConfig) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .nest("/api/v1", api::routes())
+        .route(
+            "/webhooks/twilio/{channel_id}/inbound",
+            axum::routing::post(webhooks::inbound),
+        )
+        .route(
+            "/webhooks/twilio/{channel_id}/status",
+            axum::routing::post(webhooks::status),
+        )
         .fallback(not_found)
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(config.body_limit))

@@ -1,6 +1,8 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations and the domain types.
 
-use crate::api::{appointments, locations, organization, patients, providers, tokens};
+use crate::api::{
+    appointments, channels, consent, locations, messages, organization, patients, providers, tokens,
+};
 use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -14,6 +16,9 @@ use utoipa::{Modify, OpenApi};
         providers::list, providers::show, providers::create, providers::update,
         patients::search, patients::show, patients::create, patients::update,
         appointments::search, appointments::show, appointments::create, appointments::update,
+        messages::send, messages::show, messages::find, messages::for_patient,
+        consent::show, consent::change,
+        channels::list, channels::create, channels::update,
         tokens::list, tokens::create, tokens::revoke,
     ),
     components(schemas(crate::error::ErrorResponse, domain::PhoneInput, domain::patient::ContactInput)),
@@ -22,6 +27,7 @@ use utoipa::{Modify, OpenApi};
         (name = "patients", description = "Patients and how to reach them"),
         (name = "appointments", description = "Appointments"),
         (name = "setup", description = "Locations and providers"),
+        (name = "messaging", description = "Messages, consent and SMS channels"),
         (name = "organization", description = "The caller's organisation and its API tokens"),
     )
 )]

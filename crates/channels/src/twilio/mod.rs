@@ -1,3 +1,4 @@
 //! Twilio Programmable Messaging: webhook signatures, and (with their modules) the REST adapter.
 
+pub mod rest;
 pub mod signature;

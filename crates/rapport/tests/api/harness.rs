@@ -4,7 +4,7 @@ use rapport::Config;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::sync::Arc;
-use store::Store;
+use store::AppStore;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Backend {
@@ -43,7 +43,8 @@ macro_rules! both_backends {
 pub struct TestApp {
     pub base: String,
     pub metrics: String,
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn AppStore>,
+    pub engine: Arc<engine::Engine>,
     pub client: reqwest::Client,
     pub org: domain::Organization,
     /// An admin token of `org`.
@@ -88,8 +89,11 @@ impl TestApp {
 
     pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<TestApp> {
         let url = fresh_database(backend).await?;
+        let key_file =
+            std::env::temp_dir().join(format!("rapport-it-key-{}", uuid::Uuid::now_v7().simple()));
         let mut config = Config {
             database_url: url.clone(),
+            secret_key_file: key_file,
             ..Config::default()
         };
         tweak(&mut config);
@@ -106,24 +110,21 @@ impl TestApp {
         let base = format!("http://{}", http.local_addr().unwrap());
         let metrics_url = format!("http://{}/metrics", metrics.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server_store = store.clone();
+        config.public_url = base.clone();
+        let engine =
+            rapport::engine(&config, store.clone(), Arc::new(domain::SystemClock)).expect("engine");
+        let server_engine = engine.clone();
         let server = tokio::spawn(async move {
-            rapport::launch_with_listeners(
-                &config,
-                server_store,
-                Arc::new(domain::SystemClock),
-                http,
-                metrics,
-                async {
-                    let _ = rx.await;
-                },
-            )
+            rapport::launch_with_listeners(&config, server_engine, http, metrics, async {
+                let _ = rx.await;
+            })
             .await
         });
         Some(TestApp {
             base,
             metrics: metrics_url,
             store,
+            engine,
             client: reqwest::Client::new(),
             org,
             token,

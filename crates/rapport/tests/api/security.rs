@@ -31,6 +31,15 @@ const LEAST_ROLE: &[(&str, &str, Role)] = &[
     ("post", "/api/v1/appointments", Role::Agent),
     ("get", "/api/v1/appointments/{id}", Role::Viewer),
     ("patch", "/api/v1/appointments/{id}", Role::Agent),
+    ("get", "/api/v1/patients/{id}/messages", Role::Viewer),
+    ("get", "/api/v1/messages", Role::Viewer),
+    ("post", "/api/v1/messages", Role::Agent),
+    ("get", "/api/v1/messages/{id}", Role::Viewer),
+    ("get", "/api/v1/consent", Role::Viewer),
+    ("post", "/api/v1/consent", Role::Agent),
+    ("get", "/api/v1/channels", Role::Manager),
+    ("post", "/api/v1/channels", Role::Admin),
+    ("patch", "/api/v1/channels/{id}", Role::Admin),
     ("get", "/api/v1/tokens", Role::Admin),
     ("post", "/api/v1/tokens", Role::Admin),
     ("delete", "/api/v1/tokens/{id}", Role::Admin),
@@ -158,40 +167,69 @@ async fn another_organizations_records_are_404_on_every_route(app: &TestApp) {
         json!({"name": "B desk", "role": "agent"}),
     )
     .await;
-    let ids = [
-        ("/api/v1/locations/", &loc),
-        ("/api/v1/providers/", &prov),
-        ("/api/v1/patients/", &pat),
-        ("/api/v1/appointments/", &appt),
-        ("/api/v1/tokens/", &tok),
-    ];
-    let b_ids: Vec<&str> = ids.iter().map(|(_, v)| v["id"].as_str().unwrap()).collect();
+    let chan = as_b(
+        Method::POST,
+        "/api/v1/channels",
+        json!({"name": "B number", "account_sid": format!("AC{}", "b".repeat(32)), "auth_token": "b-secret", "from": "+12015550188"}),
+    )
+    .await;
+    let msg = as_b(
+        Method::POST,
+        "/api/v1/messages",
+        json!({"patient_id": pat["id"], "body": "Hello from B"}),
+    )
+    .await;
+    // Each templated route gets organisation B's record for its {id}.
+    let record_for = |template: &str| -> &Value {
+        let segment = template
+            .trim_start_matches("/api/v1/")
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        match segment {
+            "locations" => &loc,
+            "providers" => &prov,
+            "patients" => &pat,
+            "appointments" => &appt,
+            "tokens" => &tok,
+            "channels" => &chan,
+            "messages" => &msg,
+            _ => panic!("{template}: no organisation-B record to try it on; add one"),
+        }
+    };
+    let b_ids: Vec<String> = [&loc, &prov, &pat, &appt, &tok, &chan, &msg]
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().to_owned())
+        .collect();
     for (m, path) in operations(app).await {
         if path.contains("{id}") {
-            let prefix = path.trim_end_matches("{id}");
-            let record = ids
-                .iter()
-                .find(|(p, _)| *p == prefix)
-                .unwrap_or_else(|| {
-                    panic!("{m} {path}: no organisation-B record to try it on; add one")
-                })
-                .1;
-            let url = path.replace("{id}", record["id"].as_str().unwrap());
-            let body = (m == "patch").then(
-                || json!({"name": "hijacked", "display_name": "hijacked", "status": "cancelled"}),
-            );
+            let url = path.replace("{id}", record_for(&path)["id"].as_str().unwrap());
+            let body = (m == "patch").then(|| {
+                if path.starts_with("/api/v1/channels") {
+                    json!({"settings": {"daily_cap": 1}})
+                } else {
+                    json!({"name": "hijacked", "display_name": "hijacked", "status": "cancelled"})
+                }
+            });
             let got = app.call_as(&app.token, method(&m), &url, body).await;
             assert_error(&got, StatusCode::NOT_FOUND, "not_found", None);
         } else if m == "get" {
-            let (status, body) = app.get(&path).await;
-            assert_eq!(status, StatusCode::OK, "{path}");
+            // Collection reads that need a filter are given organisation B's own values.
+            let url = match path.as_str() {
+                "/api/v1/messages" => format!("{path}?patient_id={}", pat["id"].as_str().unwrap()),
+                "/api/v1/consent" => format!("{path}?phone=201-555-0177"),
+                _ => path.clone(),
+            };
+            let (status, body) = app.get(&url).await;
+            assert_eq!(status, StatusCode::OK, "{url}: {body}");
             let text = body.to_string();
             for id in &b_ids {
                 assert!(
-                    !text.contains(id),
-                    "{path} lists organisation B's record {id}"
+                    !text.contains(id.as_str()),
+                    "{url} shows organisation B's record {id}"
                 );
             }
+            assert!(!text.contains("Hello from B"), "{url} shows B's message");
         }
     }
     let (_, found) = app.get("/api/v1/patients?phone=201-555-0177").await;

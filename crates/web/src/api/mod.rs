@@ -1,7 +1,10 @@
 //! The REST API under `/api/v1`: one module per resource, thin handlers over the store.
 
 pub(crate) mod appointments;
+pub(crate) mod channels;
+pub(crate) mod consent;
 pub(crate) mod locations;
+pub(crate) mod messages;
 pub(crate) mod organization;
 pub(crate) mod patients;
 pub(crate) mod providers;
@@ -43,6 +46,12 @@ pub(crate) fn routes() -> Router<AppState> {
             "/appointments/{id}",
             get(appointments::show).patch(appointments::update),
         )
+        .route("/patients/{id}/messages", get(messages::for_patient))
+        .route("/messages", get(messages::find).post(messages::send))
+        .route("/messages/{id}", get(messages::show))
+        .route("/consent", get(consent::show).post(consent::change))
+        .route("/channels", get(channels::list).post(channels::create))
+        .route("/channels/{id}", axum::routing::patch(channels::update))
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
 }

@@ -1,0 +1,287 @@
+//! Inbound messages: stored durably as they arrive (once per provider id), then routed:
+//! opt-out, opt-in and help keywords first (consent ledger, required replies), then a plain
+//! YES, then everything else to the care team's inbox.
+
+use crate::{Engine, EngineError};
+use domain::ids::{ConsentEventId, InboundId, MessageId};
+use domain::keywords::{Intent, KeywordTable, Language, ReplyKind, RequiredReplies, classify};
+use domain::message_state::MessageState;
+use domain::{E164, OrgId, Organization};
+use store::{
+    Channel, ConsentEvent, Enqueued, InboundMessage, OutboundMessage, PageRequest, PatientQuery,
+    Received, StateChange,
+};
+
+/// Consent scope a keyword changes: the whole organisation, the most a patient can mean.
+pub const ORGANIZATION_SCOPE: &str = "organization";
+
+impl Engine {
+    /// Stores a provider's inbound webhook (its form parameters). A retried webhook (same
+    /// MessageSid) is stored once.
+    pub async fn receive_inbound(
+        &self,
+        channel: &Channel,
+        params: &[(String, String)],
+    ) -> Result<Received, EngineError> {
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        let sid = get("MessageSid")
+            .or_else(|| get("SmsMessageSid"))
+            .ok_or_else(|| {
+                domain::FieldError::new("MessageSid", "missing_field", "MessageSid is required")
+            })?;
+        let from = get("From")
+            .ok_or_else(|| domain::FieldError::new("From", "missing_field", "From is required"))?;
+        let details: serde_json::Map<String, serde_json::Value> = params
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "Body" | "From" | "To" | "MessageSid"))
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        let message = InboundMessage {
+            id: InboundId::new(),
+            org_id: channel.org_id,
+            channel_id: channel.id,
+            provider_message_id: sid,
+            from: E164::parse(&from, "US").map(String::from).unwrap_or(from),
+            to: get("To").unwrap_or_default(),
+            body: get("Body").unwrap_or_default(),
+            details: serde_json::Value::Object(details),
+            received_at: self.clock.now(),
+            processed_at: None,
+            outcome: None,
+        };
+        let received = self.store.insert_inbound(&message).await?;
+        if matches!(received, Received::Inserted(_)) {
+            self.inbound_ready.notify_one();
+        }
+        Ok(received)
+    }
+
+    /// Routes stored inbound messages not yet routed; returns how many.
+    pub async fn process_inbound_step(&self) -> Result<usize, EngineError> {
+        let pending = self.store.unprocessed_inbound(100).await?;
+        let n = pending.len();
+        for m in pending {
+            let outcome = self.route(&m).await?;
+            self.store
+                .mark_inbound_processed(m.id, &outcome, self.clock.now())
+                .await?;
+        }
+        if n > 0 {
+            self.outbox_ready.notify_one();
+        }
+        Ok(n)
+    }
+
+    async fn route(&self, m: &InboundMessage) -> Result<String, EngineError> {
+        let org = self.store.organization(m.org_id).await?;
+        let channel = self.store.channel(m.channel_id).await?;
+        let language = self.sender_language(&org, &m.from).await?;
+        let tables = match language {
+            Language::Es => vec![KeywordTable::spanish(), KeywordTable::english()],
+            Language::En => vec![KeywordTable::english(), KeywordTable::spanish()],
+        };
+        let intent = classify(&m.body, &tables);
+        let outcome = match &intent {
+            Intent::OptOut {
+                keyword,
+                language,
+                also_cancel_request,
+            } => {
+                self.change_consent(&org, m, "opted_out", keyword).await?;
+                self.suppress_pending(org.id, &m.from, keyword).await?;
+                self.required_reply(&org, &channel, m, ReplyKind::OptOut, *language)
+                    .await?;
+                if *also_cancel_request {
+                    "opt_out+cancel_request"
+                } else {
+                    "opt_out"
+                }
+            }
+            Intent::OptIn { keyword, language } => {
+                self.change_consent(&org, m, "opted_in", keyword).await?;
+                self.required_reply(&org, &channel, m, ReplyKind::OptIn, *language)
+                    .await?;
+                "opt_in"
+            }
+            Intent::Yes { language } => {
+                if self.is_opted_out(org.id, &m.from).await? {
+                    self.change_consent(&org, m, "opted_in", "YES").await?;
+                    self.required_reply(&org, &channel, m, ReplyKind::OptIn, *language)
+                        .await?;
+                    "opt_in"
+                } else {
+                    "yes"
+                }
+            }
+            Intent::Help { language } => {
+                self.required_reply(&org, &channel, m, ReplyKind::Help, *language)
+                    .await?;
+                "help"
+            }
+            Intent::Other {
+                possible_opt_out: true,
+            } => "inbox:possible_opt_out",
+            Intent::Other {
+                possible_opt_out: false,
+            } => "inbox",
+        };
+        Ok(outcome.to_owned())
+    }
+
+    async fn sender_language(
+        &self,
+        org: &Organization,
+        from: &str,
+    ) -> Result<Language, EngineError> {
+        let Ok(number) = E164::parse(from, &org.phone_region) else {
+            return Ok(Language::En);
+        };
+        let query = PatientQuery {
+            phone: Some(number),
+            ..PatientQuery::default()
+        };
+        let found = self
+            .store
+            .search_patients(org.id, &query, &PageRequest::first(5))
+            .await?;
+        let spanish = found.items.iter().any(|p| {
+            p.preferred_language.as_deref().and_then(Language::from_tag) == Some(Language::Es)
+        });
+        Ok(if spanish { Language::Es } else { Language::En })
+    }
+
+    async fn is_opted_out(&self, org: OrgId, phone: &str) -> Result<bool, EngineError> {
+        let states = self.store.consent_state(org, phone).await?;
+        Ok(states
+            .iter()
+            .any(|(scope, status)| scope == ORGANIZATION_SCOPE && status == "opted_out"))
+    }
+
+    async fn change_consent(
+        &self,
+        org: &Organization,
+        m: &InboundMessage,
+        status: &str,
+        keyword: &str,
+    ) -> Result<(), EngineError> {
+        let event = ConsentEvent {
+            id: ConsentEventId::new(),
+            org_id: org.id,
+            phone: m.from.clone(),
+            scope: ORGANIZATION_SCOPE.into(),
+            status: status.into(),
+            source: "patient_keyword".into(),
+            actor: Some(keyword.to_uppercase()),
+            inbound_id: Some(m.id),
+            recorded_at: self.clock.now(),
+        };
+        self.store.record_consent(&event).await?;
+        Ok(())
+    }
+
+    /// After an opt-out, nothing pending goes out to that number.
+    async fn suppress_pending(
+        &self,
+        org: OrgId,
+        phone: &str,
+        keyword: &str,
+    ) -> Result<(), EngineError> {
+        for pending in self.store.pending_to_number(org, phone).await? {
+            let mut c = StateChange::new(
+                pending.id,
+                &pending.state,
+                MessageState::Suppressed.as_str(),
+                self.clock.now(),
+            );
+            c.reason = Some(format!(
+                "the number opted out (replied {})",
+                keyword.to_uppercase()
+            ));
+            self.store.change_state(&c).await?;
+        }
+        Ok(())
+    }
+
+    /// Queues a required keyword reply, unless the provider already sends it.
+    async fn required_reply(
+        &self,
+        org: &Organization,
+        channel: &Channel,
+        m: &InboundMessage,
+        kind: ReplyKind,
+        language: Language,
+    ) -> Result<(), EngineError> {
+        if channel.settings.provider_handles_keywords {
+            return Ok(());
+        }
+        let help = self.help_contact(org).await?;
+        let body = RequiredReplies::defaults(language).render(kind, &org.name, &help);
+        let now = self.clock.now();
+        let reply = OutboundMessage {
+            id: MessageId::new(),
+            org_id: org.id,
+            channel_id: Some(channel.id),
+            patient_id: None,
+            appointment_id: None,
+            to: m.from.clone(),
+            kind: "keyword".into(),
+            programme: "keyword".into(),
+            segments: u32::try_from(domain::message_body::segments(&body).segments)
+                .unwrap_or(u32::MAX),
+            body,
+            dedupe_key: format!("keyword:{}", m.id),
+            state: MessageState::Queued.as_str().into(),
+            not_before: now,
+            urgent: false,
+            attempts: 0,
+            provider_message_id: None,
+            reason: None,
+            error_code: None,
+            created_at: now,
+            updated_at: now,
+            attempted_at: None,
+        };
+        if let Enqueued::Inserted(_) = self.store.enqueue(&reply).await? {
+            self.outbox_ready.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn help_contact(&self, org: &Organization) -> Result<String, EngineError> {
+        let locations = self.store.locations(org.id, &PageRequest::first(1)).await?;
+        Ok(locations
+            .items
+            .into_iter()
+            .find_map(|l| l.phone.map(|p| p.raw))
+            .unwrap_or_else(|| org.name.clone()))
+    }
+}
+
+impl Engine {
+    /// Routes inbound messages as they arrive until `stop` turns true.
+    pub async fn run_inbound(
+        self: std::sync::Arc<Self>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            match self.process_inbound_step().await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "inbound routing step failed"),
+            }
+            tokio::select! {
+                _ = self.inbound_ready.notified() => {}
+                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+}

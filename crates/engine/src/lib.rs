@@ -1,0 +1,90 @@
+#![forbid(unsafe_code)]
+//! Rapport's application services over the store and the channels: channels and their
+//! secrets, the outbox dispatcher and its reconciler, and inbound routing (keywords,
+//! consent, required replies).
+
+pub mod channels;
+pub mod dispatcher;
+pub mod inbound;
+pub mod secrets;
+
+pub use secrets::Sealer;
+
+use ::channels::SmsProvider;
+use domain::ids::ChannelId;
+use domain::{Clock, FieldError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use store::{AppStore, StoreError};
+use tokio::sync::Notify;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Field(#[from] FieldError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A configuration problem an administrator must fix (a missing secret, say).
+    #[error("{0}")]
+    Config(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The URL providers reach us at; status callbacks are built from it.
+    pub public_url: String,
+    pub provider_timeout: Duration,
+    pub dispatch: dispatcher::DispatchConfig,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            public_url: "http://127.0.0.1:8080".into(),
+            provider_timeout: channels::DEFAULT_PROVIDER_TIMEOUT,
+            dispatch: dispatcher::DispatchConfig::default(),
+        }
+    }
+}
+
+pub struct Engine {
+    pub store: Arc<dyn AppStore>,
+    pub clock: Arc<dyn Clock>,
+    pub sealer: Sealer,
+    pub config: EngineConfig,
+    providers: Mutex<HashMap<ChannelId, Arc<dyn SmsProvider>>>,
+    pacing: Mutex<HashMap<ChannelId, dispatcher::Pacer>>,
+    /// Woken when an outbound message is written, so the dispatcher need not poll hard.
+    pub outbox_ready: Notify,
+    /// Woken when an inbound message is stored.
+    pub inbound_ready: Notify,
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<dyn AppStore>,
+        clock: Arc<dyn Clock>,
+        sealer: Sealer,
+        config: EngineConfig,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            clock,
+            sealer,
+            config,
+            providers: Mutex::new(HashMap::new()),
+            pacing: Mutex::new(HashMap::new()),
+            outbox_ready: Notify::new(),
+            inbound_ready: Notify::new(),
+        })
+    }
+
+    /// Replaces the provider of a channel (tests point a channel at a recording provider).
+    pub fn set_provider(&self, channel: ChannelId, provider: Arc<dyn SmsProvider>) {
+        self.providers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(channel, provider);
+    }
+}

@@ -1,0 +1,600 @@
+//! Channels, the outbox (claims leased with `FOR UPDATE SKIP LOCKED`, so several nodes
+//! claim at once without waiting on each other or taking a message twice), inbound
+//! messages and the consent ledger.
+
+use crate::{PostgresStore, db, instant, pg_instant, to_doc, touched};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use domain::ids::{ChannelId, ConsentEventId, InboundId, MessageId};
+use domain::{AppointmentId, OrgId, PatientId};
+use jiff::Timestamp;
+use sqlx::postgres::PgRow;
+use sqlx::types::Json;
+use sqlx::{Postgres, QueryBuilder, Row};
+use store::{
+    Channel, ChannelSettings, ChannelStore, ConsentEvent, ConsentStore, Enqueued, InboundMessage,
+    InboundStore, OutboundMessage, OutboxStore, Page, PageRequest, Received, StateChange,
+    StoreError, StoreResult,
+};
+use uuid::Uuid;
+
+fn at(row: &PgRow, column: &str) -> StoreResult<Timestamp> {
+    instant(row.try_get(column).map_err(db)?)
+}
+
+fn opt_at(row: &PgRow, column: &str) -> StoreResult<Option<Timestamp>> {
+    row.try_get::<Option<DateTime<Utc>>, _>(column)
+        .map_err(db)?
+        .map(instant)
+        .transpose()
+}
+
+/// A count stored as bigint, read back into the row type's u32.
+fn count(row: &PgRow, column: &str) -> StoreResult<u32> {
+    let n: i64 = row.try_get(column).map_err(db)?;
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+fn channel(row: PgRow) -> StoreResult<Channel> {
+    let Json(settings) = row
+        .try_get::<Json<ChannelSettings>, _>("settings")
+        .map_err(db)?;
+    Ok(Channel {
+        id: ChannelId(row.try_get("id").map_err(db)?),
+        org_id: OrgId(row.try_get("org_id").map_err(db)?),
+        kind: row.try_get("kind").map_err(db)?,
+        name: row.try_get("name").map_err(db)?,
+        account_sid: row.try_get("account_sid").map_err(db)?,
+        auth_token_env: row.try_get("auth_token_env").map_err(db)?,
+        auth_token_sealed: row.try_get("auth_token_sealed").map_err(db)?,
+        from_number: row.try_get("from_number").map_err(db)?,
+        messaging_service_sid: row.try_get("messaging_service_sid").map_err(db)?,
+        api_base: row.try_get("api_base").map_err(db)?,
+        settings,
+        created_at: at(&row, "created_at")?,
+    })
+}
+
+#[async_trait]
+impl ChannelStore for PostgresStore {
+    async fn insert_channel(&self, c: &Channel) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO channels (id, org_id, kind, name, account_sid, auth_token_env, auth_token_sealed, from_number, messaging_service_sid, api_base, settings, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(c.id.0)
+        .bind(c.org_id.0)
+        .bind(&c.kind)
+        .bind(&c.name)
+        .bind(&c.account_sid)
+        .bind(&c.auth_token_env)
+        .bind(&c.auth_token_sealed)
+        .bind(&c.from_number)
+        .bind(&c.messaging_service_sid)
+        .bind(&c.api_base)
+        .bind(to_doc(&c.settings))
+        .bind(pg_instant(c.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn update_channel(&self, c: &Channel) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query(
+            "UPDATE channels SET name = $1, account_sid = $2, auth_token_env = $3, auth_token_sealed = $4, from_number = $5, messaging_service_sid = $6, api_base = $7, settings = $8 WHERE org_id = $9 AND id = $10",
+        )
+        .bind(&c.name)
+        .bind(&c.account_sid)
+        .bind(&c.auth_token_env)
+        .bind(&c.auth_token_sealed)
+        .bind(&c.from_number)
+        .bind(&c.messaging_service_sid)
+        .bind(&c.api_base)
+        .bind(to_doc(&c.settings))
+        .bind(c.org_id.0)
+        .bind(c.id.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        touched(done)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn channel(&self, id: ChannelId) -> StoreResult<Channel> {
+        let row = sqlx::query("SELECT * FROM channels WHERE id = $1")
+            .bind(id.0)
+            .fetch_one(self.read())
+            .await
+            .map_err(db)?;
+        channel(row)
+    }
+
+    async fn channels(&self, org: OrgId) -> StoreResult<Vec<Channel>> {
+        let rows = sqlx::query("SELECT * FROM channels WHERE org_id = $1 ORDER BY id")
+            .bind(org.0)
+            .fetch_all(self.read())
+            .await
+            .map_err(db)?;
+        rows.into_iter().map(channel).collect()
+    }
+}
+
+fn outbound(row: PgRow) -> StoreResult<OutboundMessage> {
+    let error_code: Option<i64> = row.try_get("error_code").map_err(db)?;
+    Ok(OutboundMessage {
+        id: MessageId(row.try_get("id").map_err(db)?),
+        org_id: OrgId(row.try_get("org_id").map_err(db)?),
+        channel_id: row
+            .try_get::<Option<Uuid>, _>("channel_id")
+            .map_err(db)?
+            .map(ChannelId),
+        patient_id: row
+            .try_get::<Option<Uuid>, _>("patient_id")
+            .map_err(db)?
+            .map(PatientId),
+        appointment_id: row
+            .try_get::<Option<Uuid>, _>("appointment_id")
+            .map_err(db)?
+            .map(AppointmentId),
+        to: row.try_get("to_number").map_err(db)?,
+        kind: row.try_get("kind").map_err(db)?,
+        programme: row.try_get("programme").map_err(db)?,
+        body: row.try_get("body").map_err(db)?,
+        segments: count(&row, "segments")?,
+        dedupe_key: row.try_get("dedupe_key").map_err(db)?,
+        state: row.try_get("state").map_err(db)?,
+        not_before: at(&row, "not_before")?,
+        urgent: row.try_get("urgent").map_err(db)?,
+        attempts: count(&row, "attempts")?,
+        provider_message_id: row.try_get("provider_message_id").map_err(db)?,
+        reason: row.try_get("reason").map_err(db)?,
+        error_code: error_code.and_then(|c| u32::try_from(c).ok()),
+        created_at: at(&row, "created_at")?,
+        updated_at: at(&row, "updated_at")?,
+        attempted_at: opt_at(&row, "attempted_at")?,
+    })
+}
+
+/// Leases due messages. `due` ranks every waiting row per organisation, as SQLite does;
+/// `picked` then locks, in turn order, the ones within the fair share, skipping rows
+/// another claim holds, until it has `limit`. A row whose claim committed after this
+/// statement's snapshot is re-checked on its latest version when locked, and dropped,
+/// since its lease is no longer free. Skipping never waits, so claims never deadlock.
+const CLAIM_DUE: &str = "\
+WITH due AS (
+    SELECT id, not_before,
+           ROW_NUMBER() OVER (PARTITION BY org_id ORDER BY not_before, id) AS turn
+    FROM outbound_messages
+    WHERE state IN ('scheduled', 'queued') AND not_before <= $1
+      AND (lease_until IS NULL OR lease_until < $1)
+),
+picked AS (
+    SELECT o.id
+    FROM outbound_messages o
+    JOIN due ON due.id = o.id
+    WHERE due.turn <= $2
+      AND o.state IN ('scheduled', 'queued') AND o.not_before <= $1
+      AND (o.lease_until IS NULL OR o.lease_until < $1)
+    ORDER BY due.turn, due.not_before, due.id
+    LIMIT $3
+    FOR UPDATE OF o SKIP LOCKED
+)
+UPDATE outbound_messages o SET lease_owner = $4, lease_until = $5
+FROM picked
+WHERE o.id = picked.id
+RETURNING o.*";
+
+#[async_trait]
+impl OutboxStore for PostgresStore {
+    async fn enqueue(&self, m: &OutboundMessage) -> StoreResult<Enqueued> {
+        let mut tx = self.write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO outbound_messages (id, org_id, channel_id, patient_id, appointment_id, to_number, kind, programme, body, segments, dedupe_key, state, not_before, urgent, attempts, provider_message_id, reason, error_code, created_at, updated_at, attempted_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) \
+             ON CONFLICT ON CONSTRAINT outbound_messages_dedupe_key DO NOTHING",
+        )
+        .bind(m.id.0)
+        .bind(m.org_id.0)
+        .bind(m.channel_id.map(|c| c.0))
+        .bind(m.patient_id.map(|p| p.0))
+        .bind(m.appointment_id.map(|a| a.0))
+        .bind(&m.to)
+        .bind(&m.kind)
+        .bind(&m.programme)
+        .bind(&m.body)
+        .bind(i64::from(m.segments))
+        .bind(&m.dedupe_key)
+        .bind(&m.state)
+        .bind(pg_instant(m.not_before))
+        .bind(m.urgent)
+        .bind(i64::from(m.attempts))
+        .bind(&m.provider_message_id)
+        .bind(&m.reason)
+        .bind(m.error_code.map(i64::from))
+        .bind(pg_instant(m.created_at))
+        .bind(pg_instant(m.updated_at))
+        .bind(m.attempted_at.map(pg_instant))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let result = if inserted.rows_affected() == 1 {
+            Enqueued::Inserted(m.id)
+        } else {
+            // The conflicting row is committed (the insert waited for it if it was not),
+            // and this statement's fresh snapshot sees it.
+            let id: Uuid = sqlx::query_scalar(
+                "SELECT id FROM outbound_messages WHERE org_id = $1 AND dedupe_key = $2",
+            )
+            .bind(m.org_id.0)
+            .bind(&m.dedupe_key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+            Enqueued::Duplicate(MessageId(id))
+        };
+        tx.commit().await.map_err(db)?;
+        Ok(result)
+    }
+
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        per_org: u32,
+        owner: &str,
+        lease_until: Timestamp,
+    ) -> StoreResult<Vec<OutboundMessage>> {
+        let mut tx = self.write().await?;
+        let rows = sqlx::query(CLAIM_DUE)
+            .bind(pg_instant(now))
+            .bind(i64::from(per_org))
+            .bind(i64::from(limit))
+            .bind(owner)
+            .bind(pg_instant(lease_until))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        let mut claimed = rows
+            .into_iter()
+            .map(outbound)
+            .collect::<StoreResult<Vec<_>>>()?;
+        claimed.sort_by_key(|m| (m.not_before, m.id));
+        Ok(claimed)
+    }
+
+    async fn change_state(&self, c: &StateChange) -> StoreResult<bool> {
+        let mut tx = self.write().await?;
+        let mut q = QueryBuilder::<Postgres>::new("UPDATE outbound_messages SET state = ");
+        q.push_bind(&c.to)
+            .push(", updated_at = ")
+            .push_bind(pg_instant(c.at))
+            .push(", lease_owner = NULL, lease_until = NULL");
+        if let Some(p) = &c.provider_message_id {
+            q.push(", provider_message_id = ").push_bind(p);
+        }
+        if let Some(r) = &c.reason {
+            q.push(", reason = ").push_bind(r);
+        }
+        if let Some(code) = c.error_code {
+            q.push(", error_code = ").push_bind(i64::from(code));
+        }
+        if let Some(t) = c.not_before {
+            q.push(", not_before = ").push_bind(pg_instant(t));
+        }
+        if c.count_attempt {
+            q.push(", attempts = attempts + 1, attempted_at = ")
+                .push_bind(pg_instant(c.at));
+        }
+        q.push(" WHERE id = ")
+            .push_bind(c.id.0)
+            .push(" AND state = ")
+            .push_bind(&c.from);
+        let done = q.build().execute(&mut *tx).await.map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn stuck_sending(
+        &self,
+        before: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboundMessage>> {
+        let rows = sqlx::query("SELECT * FROM outbound_messages WHERE state = 'sending' AND attempted_at < $1 ORDER BY attempted_at LIMIT $2")
+            .bind(pg_instant(before))
+            .bind(i64::from(limit))
+            .fetch_all(self.read())
+            .await
+            .map_err(db)?;
+        rows.into_iter().map(outbound).collect()
+    }
+
+    async fn outbound(&self, org: OrgId, id: MessageId) -> StoreResult<OutboundMessage> {
+        let row = sqlx::query("SELECT * FROM outbound_messages WHERE org_id = $1 AND id = $2")
+            .bind(org.0)
+            .bind(id.0)
+            .fetch_one(self.read())
+            .await
+            .map_err(db)?;
+        outbound(row)
+    }
+
+    async fn outbound_by_provider_id(
+        &self,
+        provider_message_id: &str,
+    ) -> StoreResult<OutboundMessage> {
+        let row = sqlx::query("SELECT * FROM outbound_messages WHERE provider_message_id = $1")
+            .bind(provider_message_id)
+            .fetch_one(self.read())
+            .await
+            .map_err(db)?;
+        outbound(row)
+    }
+
+    async fn outbound_for_patient(
+        &self,
+        org: OrgId,
+        patient: PatientId,
+        page: &PageRequest,
+    ) -> StoreResult<Page<OutboundMessage>> {
+        let after = page.after.as_ref().map(|c| c.id).unwrap_or(Uuid::nil());
+        let rows = sqlx::query("SELECT * FROM outbound_messages WHERE org_id = $1 AND patient_id = $2 AND id > $3 ORDER BY id LIMIT $4")
+            .bind(org.0)
+            .bind(patient.0)
+            .bind(after)
+            .bind(page.fetch())
+            .fetch_all(self.read())
+            .await
+            .map_err(db)?;
+        let rows = rows
+            .into_iter()
+            .map(|r| outbound(r).map(|m| (String::new(), m.id.0, m)))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_rows(rows, page.limit))
+    }
+
+    async fn sent_to_number(
+        &self,
+        org: OrgId,
+        to: &str,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> StoreResult<Vec<(Timestamp, String)>> {
+        let rows = sqlx::query(
+            "SELECT attempted_at, kind FROM outbound_messages WHERE org_id = $1 AND to_number = $2 AND attempted_at >= $3 AND attempted_at < $4 AND state IN ('sending', 'sent', 'delivered', 'undelivered')",
+        )
+        .bind(org.0)
+        .bind(to)
+        .bind(pg_instant(since))
+        .bind(pg_instant(until))
+        .fetch_all(self.read())
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|r| Ok((at(&r, "attempted_at")?, r.try_get("kind").map_err(db)?)))
+            .collect()
+    }
+
+    async fn sent_by_channel(&self, channel: ChannelId, since: Timestamp) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbound_messages WHERE channel_id = $1 AND attempted_at >= $2",
+        )
+        .bind(channel.0)
+        .bind(pg_instant(since))
+        .fetch_one(self.read())
+        .await
+        .map_err(db)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn pending_to_number(&self, org: OrgId, to: &str) -> StoreResult<Vec<OutboundMessage>> {
+        let rows = sqlx::query("SELECT * FROM outbound_messages WHERE org_id = $1 AND to_number = $2 AND state IN ('scheduled', 'queued') ORDER BY id")
+            .bind(org.0)
+            .bind(to)
+            .fetch_all(self.read())
+            .await
+            .map_err(db)?;
+        rows.into_iter().map(outbound).collect()
+    }
+}
+
+fn inbound(row: PgRow) -> StoreResult<InboundMessage> {
+    let Json(details) = row
+        .try_get::<Json<serde_json::Value>, _>("details")
+        .map_err(db)?;
+    Ok(InboundMessage {
+        id: InboundId(row.try_get("id").map_err(db)?),
+        org_id: OrgId(row.try_get("org_id").map_err(db)?),
+        channel_id: ChannelId(row.try_get("channel_id").map_err(db)?),
+        provider_message_id: row.try_get("provider_message_id").map_err(db)?,
+        from: row.try_get("from_number").map_err(db)?,
+        to: row.try_get("to_number").map_err(db)?,
+        body: row.try_get("body").map_err(db)?,
+        details,
+        received_at: at(&row, "received_at")?,
+        processed_at: opt_at(&row, "processed_at")?,
+        outcome: row.try_get("outcome").map_err(db)?,
+    })
+}
+
+#[async_trait]
+impl InboundStore for PostgresStore {
+    async fn insert_inbound(&self, m: &InboundMessage) -> StoreResult<Received> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query(
+            "INSERT INTO inbound_messages (id, org_id, channel_id, provider_message_id, from_number, to_number, body, details, received_at, processed_at, outcome) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT ON CONSTRAINT inbound_messages_provider_message_id_key DO NOTHING",
+        )
+        .bind(m.id.0)
+        .bind(m.org_id.0)
+        .bind(m.channel_id.0)
+        .bind(&m.provider_message_id)
+        .bind(&m.from)
+        .bind(&m.to)
+        .bind(&m.body)
+        .bind(to_doc(&m.details))
+        .bind(pg_instant(m.received_at))
+        .bind(m.processed_at.map(pg_instant))
+        .bind(&m.outcome)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let result = if done.rows_affected() == 1 {
+            Received::Inserted(m.id)
+        } else {
+            let id: Uuid = sqlx::query_scalar(
+                "SELECT id FROM inbound_messages WHERE provider_message_id = $1",
+            )
+            .bind(&m.provider_message_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+            Received::Duplicate(InboundId(id))
+        };
+        tx.commit().await.map_err(db)?;
+        Ok(result)
+    }
+
+    async fn unprocessed_inbound(&self, limit: u32) -> StoreResult<Vec<InboundMessage>> {
+        let rows = sqlx::query("SELECT * FROM inbound_messages WHERE processed_at IS NULL ORDER BY received_at, id LIMIT $1")
+            .bind(i64::from(limit))
+            .fetch_all(self.read())
+            .await
+            .map_err(db)?;
+        rows.into_iter().map(inbound).collect()
+    }
+
+    async fn mark_inbound_processed(
+        &self,
+        id: InboundId,
+        outcome: &str,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query(
+            "UPDATE inbound_messages SET processed_at = $1, outcome = $2 WHERE id = $3",
+        )
+        .bind(pg_instant(at))
+        .bind(outcome)
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        touched(done)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn inbound_from(
+        &self,
+        org: OrgId,
+        from: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<InboundMessage>> {
+        let after = page.after.as_ref().map(|c| c.id).unwrap_or(Uuid::nil());
+        let rows = sqlx::query("SELECT * FROM inbound_messages WHERE org_id = $1 AND from_number = $2 AND id > $3 ORDER BY id LIMIT $4")
+            .bind(org.0)
+            .bind(from)
+            .bind(after)
+            .bind(page.fetch())
+            .fetch_all(self.read())
+            .await
+            .map_err(db)?;
+        let rows = rows
+            .into_iter()
+            .map(|r| inbound(r).map(|m| (String::new(), m.id.0, m)))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_rows(rows, page.limit))
+    }
+}
+
+fn consent_event(row: PgRow) -> StoreResult<ConsentEvent> {
+    Ok(ConsentEvent {
+        id: ConsentEventId(row.try_get("id").map_err(db)?),
+        org_id: OrgId(row.try_get("org_id").map_err(db)?),
+        phone: row.try_get("phone").map_err(db)?,
+        scope: row.try_get("scope").map_err(db)?,
+        status: row.try_get("status").map_err(db)?,
+        source: row.try_get("source").map_err(db)?,
+        actor: row.try_get("actor").map_err(db)?,
+        inbound_id: row
+            .try_get::<Option<Uuid>, _>("inbound_id")
+            .map_err(db)?
+            .map(InboundId),
+        recorded_at: at(&row, "recorded_at")?,
+    })
+}
+
+#[async_trait]
+impl ConsentStore for PostgresStore {
+    async fn record_consent(&self, e: &ConsentEvent) -> StoreResult<()> {
+        if e.status != "opted_in" && e.status != "opted_out" {
+            return Err(StoreError::Database(format!(
+                "unknown consent status {:?}",
+                e.status
+            )));
+        }
+        let mut tx = self.write().await?;
+        sqlx::query("INSERT INTO consent_events (id, org_id, phone, scope, status, source, actor, inbound_id, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+            .bind(e.id.0)
+            .bind(e.org_id.0)
+            .bind(&e.phone)
+            .bind(&e.scope)
+            .bind(&e.status)
+            .bind(&e.source)
+            .bind(&e.actor)
+            .bind(e.inbound_id.map(|i| i.0))
+            .bind(pg_instant(e.recorded_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query(
+            "INSERT INTO consent_state (org_id, phone, scope, status, event_id, updated_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT ON CONSTRAINT consent_state_pkey DO UPDATE SET status = excluded.status, event_id = excluded.event_id, updated_at = excluded.updated_at",
+        )
+        .bind(e.org_id.0)
+        .bind(&e.phone)
+        .bind(&e.scope)
+        .bind(&e.status)
+        .bind(e.id.0)
+        .bind(pg_instant(e.recorded_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn consent_state(&self, org: OrgId, phone: &str) -> StoreResult<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            // Byte order, as SQLite's BINARY collation sorts, whatever the server's locale.
+            "SELECT scope, status FROM consent_state WHERE org_id = $1 AND phone = $2 ORDER BY scope COLLATE \"C\"",
+        )
+        .bind(org.0)
+        .bind(phone)
+        .fetch_all(self.read())
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("scope").map_err(db)?,
+                    r.try_get("status").map_err(db)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn consent_history(&self, org: OrgId, phone: &str) -> StoreResult<Vec<ConsentEvent>> {
+        let rows = sqlx::query(
+            "SELECT * FROM consent_events WHERE org_id = $1 AND phone = $2 ORDER BY id",
+        )
+        .bind(org.0)
+        .bind(phone)
+        .fetch_all(self.read())
+        .await
+        .map_err(db)?;
+        rows.into_iter().map(consent_event).collect()
+    }
+}
