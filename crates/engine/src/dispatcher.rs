@@ -35,6 +35,8 @@ pub struct DispatchConfig {
     pub pacing: bool,
     /// This node's name on its leases.
     pub owner: String,
+    /// Provider calls in flight at once within a step.
+    pub concurrency: usize,
 }
 
 impl Default for DispatchConfig {
@@ -49,6 +51,7 @@ impl Default for DispatchConfig {
             reconcile_after: Duration::from_secs(60),
             pacing: true,
             owner: format!("node-{}", uuid::Uuid::now_v7().simple()),
+            concurrency: 32,
         }
     }
 }
@@ -69,6 +72,17 @@ pub struct StepReport {
     pub suppressed: usize,
     pub failed: usize,
     pub unknown: usize,
+}
+
+impl StepReport {
+    fn add(&mut self, o: StepReport) {
+        self.sent += o.sent;
+        self.deferred += o.deferred;
+        self.retried += o.retried;
+        self.suppressed += o.suppressed;
+        self.failed += o.failed;
+        self.unknown += o.unknown;
+    }
 }
 
 enum Verdict {
@@ -92,18 +106,26 @@ impl Engine {
             .store
             .claim_due(now, cfg.batch, cfg.per_org, &cfg.owner, now + sd(cfg.lease))
             .await?;
-        let mut report = StepReport {
+        let report = std::sync::Mutex::new(StepReport {
             claimed: claimed.len(),
             ..StepReport::default()
-        };
-        for message in claimed {
-            let id = message.id;
-            if let Err(e) = self.dispatch_one(message, &mut report).await {
-                // The lease expires and the message is claimed again; nothing is lost.
-                tracing::warn!(message = %id, error = %e, "dispatch failed; will retry after the lease");
-            }
-        }
-        Ok(report)
+        });
+        use futures::StreamExt;
+        futures::stream::iter(claimed)
+            .for_each_concurrent(cfg.concurrency.max(1), |message| {
+                let report = &report;
+                async move {
+                    let id = message.id;
+                    let mut mine = StepReport::default();
+                    if let Err(e) = self.dispatch_one(message, &mut mine).await {
+                        // The lease expires and the message is claimed again; nothing is lost.
+                        tracing::warn!(message = %id, error = %e, "dispatch failed; will retry after the lease");
+                    }
+                    report.lock().unwrap_or_else(|e| e.into_inner()).add(mine);
+                }
+            })
+            .await;
+        Ok(report.into_inner().unwrap_or_else(|e| e.into_inner()))
     }
 
     async fn dispatch_one(
@@ -150,6 +172,7 @@ impl Engine {
         );
         attempt.count_attempt = true;
         attempt.reason = Some(String::new());
+        attempt.channel_id = Some(channel.id);
         if !self.store.change_state(&attempt).await? {
             return Ok(());
         }
@@ -298,11 +321,24 @@ impl Engine {
         m: &OutboundMessage,
     ) -> Result<Verdict, EngineError> {
         let kind = MessageKind::from_str(&m.kind).unwrap_or(MessageKind::Reminder);
-        // 1. Consent: after an opt-out only its one confirmation goes to that number.
-        if let Some(reason) = self.consent_blocks(org.id, m, kind).await? {
+        // 1. A channel to send it through.
+        let channel = match m.channel_id {
+            Some(id) => self.store.channel(id).await?,
+            None => match self.store.channels(org.id).await?.into_iter().next() {
+                Some(c) => c,
+                None => {
+                    return Ok(Verdict::Fail(
+                        "no SMS channel is configured for this organisation".into(),
+                    ));
+                }
+            },
+        };
+        // 2. Consent, in every scope that covers this message: after an opt-out only its
+        // one confirmation goes to that number.
+        if let Some(reason) = self.consent_blocks(org.id, m, channel.id, kind).await? {
             return Ok(Verdict::Suppress(reason));
         }
-        // 2. The appointment it is about must still be on.
+        // 3. The appointment it is about must still be on.
         if let Some(appointment) = m.appointment_id {
             match self.store.appointment(org.id, appointment).await {
                 Ok(a)
@@ -330,18 +366,6 @@ impl Engine {
                 Err(e) => return Err(e.into()),
             }
         }
-        // 3. A channel to send it through.
-        let channel = match m.channel_id {
-            Some(id) => self.store.channel(id).await?,
-            None => match self.store.channels(org.id).await?.into_iter().next() {
-                Some(c) => c,
-                None => {
-                    return Ok(Verdict::Fail(
-                        "no SMS channel is configured for this organisation".into(),
-                    ));
-                }
-            },
-        };
         let zone = self.recipient_zone(org, m).await?;
         let now = self.clock.now();
         // 4. Quiet hours, in the patient's own time zone. Urgent messages skip them (and
@@ -411,13 +435,14 @@ impl Engine {
         &self,
         org: OrgId,
         m: &OutboundMessage,
+        channel: domain::ids::ChannelId,
         kind: MessageKind,
     ) -> Result<Option<String>, EngineError> {
         if kind == MessageKind::KeywordReply {
             return Ok(None);
         }
         let states = self.store.consent_state(org, &m.to).await?;
-        let channel_scope = m.channel_id.map(|c| format!("channel:{c}"));
+        let channel_scope = Some(format!("channel:{channel}"));
         let programme_scope = format!("programme:{}", m.programme);
         for (scope, status) in states {
             let applies = scope == "organization"

@@ -275,6 +275,9 @@ impl OutboxStore for PostgresStore {
         if let Some(p) = &c.provider_message_id {
             q.push(", provider_message_id = ").push_bind(p);
         }
+        if let Some(channel) = c.channel_id {
+            q.push(", channel_id = ").push_bind(channel.0);
+        }
         if let Some(r) = &c.reason {
             q.push(", reason = ").push_bind(r);
         }

@@ -236,6 +236,9 @@ impl OutboxStore for SqliteStore {
         if let Some(p) = &c.provider_message_id {
             q.push(", provider_message_id = ").push_bind(p);
         }
+        if let Some(channel) = c.channel_id {
+            q.push(", channel_id = ").push_bind(channel.0);
+        }
         if let Some(r) = &c.reason {
             q.push(", reason = ").push_bind(r);
         }
@@ -336,7 +339,7 @@ impl OutboxStore for SqliteStore {
         rows.into_iter()
             .map(|r| {
                 Ok((
-                    instant(r.try_get("not_before").map_err(db)?)?,
+                    instant(r.try_get("attempted_at").map_err(db)?)?,
                     r.try_get("kind").map_err(db)?,
                 ))
             })

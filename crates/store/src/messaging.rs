@@ -103,6 +103,9 @@ pub struct StateChange {
     pub to: String,
     pub at: Timestamp,
     pub provider_message_id: Option<String>,
+    /// The channel the message goes out through, recorded with the attempt so the
+    /// reconciler asks the right provider.
+    pub channel_id: Option<ChannelId>,
     pub reason: Option<String>,
     pub error_code: Option<u32>,
     /// When set, the row goes back to waiting until then (retries, send windows).
@@ -119,6 +122,7 @@ impl StateChange {
             to: to.to_owned(),
             at,
             provider_message_id: None,
+            channel_id: None,
             reason: None,
             error_code: None,
             not_before: None,

@@ -1,10 +1,6 @@
 //! A Twilio-compatible SMS API served on loopback: the real REST protocol, signed status
 //! callbacks and inbound webhooks, opt-outs, rate limits and injected faults. Tests,
 //! benchmarks and `rapport demo` send to it in place of Twilio.
-//!
-//! Where it departs from Twilio on purpose: every syntactically valid sender belongs to the
-//! account (no 21606), `date_sent` is the acceptance time (so `DateSent` filters find
-//! messages still queued), and faults apply to CreateMessage only.
 
 mod api;
 mod connection;
@@ -52,6 +48,7 @@ pub struct Faults {
     pub failed_rate: f64,
 }
 
+/// How the simulated account behaves; `Default` is a healthy account with 10 ms callbacks.
 #[derive(Debug, Clone)]
 pub struct SimulatorConfig {
     pub account_sid: String,
@@ -273,6 +270,10 @@ pub struct SimulatorHandle {
 }
 
 /// Serves the simulator on `listener` until the returned handle is dropped or stopped.
+///
+/// Where it departs from Twilio on purpose: every well-formed sender belongs to the account
+/// (no 21606), `date_sent` is the acceptance time (so `DateSent` filters find messages still
+/// queued), and faults and the rate limit apply to CreateMessage only.
 pub async fn start(config: SimulatorConfig, listener: TcpListener) -> SimulatorHandle {
     let addr = listener
         .local_addr()

@@ -44,7 +44,6 @@ pub struct TestApp {
     pub base: String,
     pub metrics: String,
     pub store: Arc<dyn AppStore>,
-    pub engine: Arc<engine::Engine>,
     pub client: reqwest::Client,
     pub org: domain::Organization,
     /// An admin token of `org`.
@@ -124,7 +123,6 @@ impl TestApp {
             base,
             metrics: metrics_url,
             store,
-            engine,
             client: reqwest::Client::new(),
             org,
             token,

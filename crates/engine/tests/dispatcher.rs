@@ -1,0 +1,337 @@
+//! The dispatcher and reconciler against the Twilio-compatible simulator over real HTTP,
+//! on SQLite, stepped deterministically: quiet hours, urgent bypass, caps, cancelled
+//! appointments, provider refusals, and exactly-once delivery under injected faults.
+
+use channels::simulator::{Faults, SimulatorConfig, SimulatorHandle};
+use domain::ids::MessageId;
+use domain::{Clock, FixedClock, OrgId, Organization, SystemClock, ZoneName};
+use jiff::{SignedDuration, Timestamp};
+use rapport_engine::{Engine, EngineConfig, Sealer};
+use std::sync::Arc;
+use std::time::Duration;
+use store::{AppStore, OutboundMessage};
+use store_sqlite::SqliteStore;
+
+struct World {
+    engine: Arc<Engine>,
+    store: Arc<dyn AppStore>,
+    org: Organization,
+    sim: SimulatorHandle,
+}
+
+async fn world(
+    clock: Arc<dyn Clock>,
+    faults: Faults,
+    tweak: impl FnOnce(&mut EngineConfig),
+) -> World {
+    let path = std::env::temp_dir().join(format!(
+        "rapport-engine-{}.db",
+        uuid::Uuid::now_v7().simple()
+    ));
+    let store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    store::Store::migrate(&store).await.unwrap();
+    let store: Arc<dyn AppStore> = Arc::new(store);
+    let org = Organization {
+        id: OrgId::new(),
+        slug: "clinic".into(),
+        name: "North Clinic".into(),
+        time_zone: ZoneName::parse("America/New_York").unwrap(),
+        phone_region: "US".into(),
+        created_at: Timestamp::now(),
+    };
+    store.insert_organization(&org).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim = channels::simulator::start(
+        SimulatorConfig {
+            faults,
+            timeout_hold: Duration::from_secs(2),
+            seed: 7,
+            ..SimulatorConfig::default()
+        },
+        listener,
+    )
+    .await;
+    let mut config = EngineConfig {
+        public_url: "http://127.0.0.1:9".into(),
+        ..EngineConfig::default()
+    };
+    config.dispatch.pacing = false;
+    tweak(&mut config);
+    let engine = Engine::new(store.clone(), clock, Sealer::ephemeral(), config);
+    let input = rapport_engine::channels::NewChannel {
+        name: "Main".into(),
+        kind: "twilio".into(),
+        account_sid: sim.account_sid().into(),
+        auth_token: Some(sim.auth_token().into()),
+        auth_token_env: None,
+        from: Some("+12015550100".into()),
+        messaging_service_sid: None,
+        api_base: Some(sim.base_url().into()),
+        settings: None,
+    };
+    engine.create_channel(&org, input).await.unwrap();
+    World {
+        engine,
+        store,
+        org,
+        sim,
+    }
+}
+
+fn message(org: &Organization, to: &str, kind: &str, key: &str, at: Timestamp) -> OutboundMessage {
+    let mut m = store::contract_messaging::message(org.id, None, to, key, at);
+    m.kind = kind.into();
+    m.body = format!("Message {key}");
+    m.created_at = at;
+    m.updated_at = at;
+    m
+}
+
+async fn state(w: &World, id: MessageId) -> OutboundMessage {
+    w.store.outbound(w.org.id, id).await.unwrap()
+}
+
+fn at(text: &str) -> Timestamp {
+    text.parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_reminder_planned_at_night_waits_for_the_morning_and_urgent_ones_do_not() {
+    // 02:00 in New York.
+    let clock = Arc::new(FixedClock::new(at("2026-11-25T07:00:00Z")));
+    let w = world(clock.clone(), Faults::default(), |_| {}).await;
+    let reminder = message(&w.org, "+12015550123", "reminder", "r1", clock.now());
+    let mut urgent = message(&w.org, "+12015550124", "reminder", "u1", clock.now());
+    urgent.urgent = true;
+    w.store.enqueue(&reminder).await.unwrap();
+    w.store.enqueue(&urgent).await.unwrap();
+    let report = w.engine.dispatch_step().await.unwrap();
+    assert_eq!((report.deferred, report.sent), (1, 1));
+    let waiting = state(&w, reminder.id).await;
+    assert_eq!(waiting.state, "queued");
+    assert_eq!(
+        waiting.not_before,
+        at("2026-11-25T13:00:00Z"),
+        "08:00 local"
+    );
+    assert!(
+        waiting.reason.as_deref().unwrap().contains("send window"),
+        "{:?}",
+        waiting.reason
+    );
+    assert_eq!(w.sim.count_to("+12015550123"), 0, "nothing at 02:00");
+    assert_eq!(w.sim.count_to("+12015550124"), 1, "the urgent one went");
+    assert_eq!(state(&w, urgent.id).await.state, "sent");
+
+    assert_eq!(
+        w.engine.dispatch_step().await.unwrap().claimed,
+        0,
+        "not due before 08:00"
+    );
+    clock.set(at("2026-11-25T13:00:00Z"));
+    assert_eq!(w.engine.dispatch_step().await.unwrap().sent, 1);
+    assert_eq!(w.sim.count_to("+12015550123"), 1);
+}
+
+#[tokio::test]
+async fn quiet_hours_follow_the_patients_zone_across_dst() {
+    // 2026-03-08 is the spring-forward day in New York: 07:30 local is 11:30Z.
+    let clock = Arc::new(FixedClock::new(at("2026-03-08T11:30:00Z")));
+    let w = world(clock.clone(), Faults::default(), |_| {}).await;
+    let m = message(&w.org, "+12015550123", "reminder", "dst", clock.now());
+    w.store.enqueue(&m).await.unwrap();
+    w.engine.dispatch_step().await.unwrap();
+    assert_eq!(
+        state(&w, m.id).await.not_before,
+        at("2026-03-08T12:00:00Z"),
+        "08:00 EDT"
+    );
+}
+
+#[tokio::test]
+async fn the_daily_safety_cap_holds_the_fourth_automated_message() {
+    let clock = Arc::new(FixedClock::new(at("2026-11-25T15:00:00Z")));
+    let w = world(clock.clone(), Faults::default(), |_| {}).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        clock.set(at("2026-11-25T15:00:00Z") + SignedDuration::from_mins(i));
+        let m = message(
+            &w.org,
+            "+12015550123",
+            "broadcast",
+            &format!("b{i}"),
+            clock.now(),
+        );
+        w.store.enqueue(&m).await.unwrap();
+        w.engine.dispatch_step().await.unwrap();
+        ids.push(m.id);
+    }
+    let fourth = state(&w, ids[3]).await;
+    assert_eq!(fourth.state, "suppressed", "{fourth:?}");
+    assert!(
+        fourth.reason.as_deref().unwrap().contains('3'),
+        "{:?}",
+        fourth.reason
+    );
+    assert_eq!(w.sim.count_to("+12015550123"), 3);
+    // A staff member's own message is never capped.
+    let staff = message(&w.org, "+12015550123", "staff_message", "s", clock.now());
+    w.store.enqueue(&staff).await.unwrap();
+    w.engine.dispatch_step().await.unwrap();
+    assert_eq!(state(&w, staff.id).await.state, "sent");
+}
+
+#[tokio::test]
+async fn reminders_for_cancelled_appointments_are_suppressed() {
+    let clock = Arc::new(FixedClock::new(at("2026-11-25T15:00:00Z")));
+    let w = world(clock.clone(), Faults::default(), |_| {}).await;
+    let p = store::contract::patient(&w.org, "Ana", "Lee", "201-555-0123", "M1");
+    w.store.insert_patient(&p).await.unwrap();
+    let appt = domain::Appointment {
+        id: domain::AppointmentId::new(),
+        org_id: w.org.id,
+        identifiers: vec![],
+        patient_id: p.id,
+        provider_id: None,
+        location_id: None,
+        start: Some(at("2026-11-26T15:00:00Z")),
+        end: None,
+        time_zone: w.org.time_zone.clone(),
+        appointment_type: None,
+        status: domain::AppointmentStatus::Cancelled,
+        confirmation: domain::ConfirmationState::Unconfirmed,
+        created_at: clock.now(),
+        updated_at: clock.now(),
+    };
+    w.store.insert_appointment(&appt).await.unwrap();
+    let mut m = message(&w.org, "+12015550123", "reminder", "appt", clock.now());
+    m.appointment_id = Some(appt.id);
+    m.patient_id = Some(p.id);
+    w.store.enqueue(&m).await.unwrap();
+    w.engine.dispatch_step().await.unwrap();
+    let got = state(&w, m.id).await;
+    assert_eq!(
+        (got.state.as_str(), got.reason.as_deref()),
+        ("suppressed", Some("the appointment is cancelled"))
+    );
+    assert_eq!(w.sim.count_to("+12015550123"), 0);
+}
+
+#[tokio::test]
+async fn provider_refusals_teach_the_consent_ledger_and_the_patient_record() {
+    let w = world(Arc::new(SystemClock), Faults::default(), |_| {}).await;
+    w.sim.opt_out("+12015550123");
+    let p = store::contract::patient(&w.org, "Ana", "Lee", "201-555-0123", "M1");
+    w.store.insert_patient(&p).await.unwrap();
+    let m = message(
+        &w.org,
+        "+12015550123",
+        "staff_message",
+        "x",
+        Timestamp::now(),
+    );
+    w.store.enqueue(&m).await.unwrap();
+    w.engine.dispatch_step().await.unwrap();
+    let got = state(&w, m.id).await;
+    assert_eq!(
+        (got.state.as_str(), got.error_code),
+        ("failed", Some(21610))
+    );
+    let consent = w
+        .store
+        .consent_history(w.org.id, "+12015550123")
+        .await
+        .unwrap();
+    assert_eq!(consent.len(), 1);
+    assert_eq!(
+        (consent[0].source.as_str(), consent[0].status.as_str()),
+        ("carrier", "opted_out")
+    );
+    // And the next message is suppressed before it reaches the provider.
+    let next = message(
+        &w.org,
+        "+12015550123",
+        "staff_message",
+        "y",
+        Timestamp::now(),
+    );
+    w.store.enqueue(&next).await.unwrap();
+    w.engine.dispatch_step().await.unwrap();
+    assert_eq!(state(&w, next.id).await.state, "suppressed");
+    assert_eq!(w.sim.accepted_total(), 0);
+}
+
+/// 20% of sends meet a fault: 429s, 500s, timeouts, and accepted-but-unanswered. Every
+/// message still reaches the provider exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_arrives_exactly_once_through_injected_faults() {
+    let faults = Faults {
+        error_rate_429: 0.05,
+        error_rate_500: 0.05,
+        timeout_rate: 0.05,
+        lost_response_rate: 0.05,
+        ..Faults::default()
+    };
+    let w = world(Arc::new(SystemClock), faults, |c| {
+        c.provider_timeout = Duration::from_millis(500);
+        c.dispatch.backoff_base = Duration::from_millis(20);
+        c.dispatch.backoff_max = Duration::from_millis(200);
+        c.dispatch.reconcile_after = Duration::from_secs(1);
+        c.dispatch.max_attempts = 50;
+    })
+    .await;
+    let n = 300;
+    let now = Timestamp::now();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let to = format!("+1201200{i:04}");
+        let m = message(&w.org, &to, "staff_message", &format!("m{i}"), now);
+        w.store.enqueue(&m).await.unwrap();
+        ids.push(m.id);
+    }
+    let started = std::time::Instant::now();
+    loop {
+        w.engine.dispatch_step().await.unwrap();
+        w.engine.reconcile_step().await.unwrap();
+        let mut open = 0;
+        for id in &ids {
+            if !matches!(state(&w, *id).await.state.as_str(), "sent" | "delivered") {
+                open += 1;
+            }
+        }
+        if open == 0 {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(90) {
+            let mut states = std::collections::BTreeMap::<String, usize>::new();
+            for id in &ids {
+                let m = state(&w, *id).await;
+                *states
+                    .entry(format!("{} {:?}", m.state, m.reason))
+                    .or_default() += 1;
+            }
+            panic!("{open} messages still not sent: {states:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = w.sim.log();
+    let mut bodies: Vec<&str> = log.iter().map(|m| m.body.as_str()).collect();
+    bodies.sort_unstable();
+    let total = bodies.len();
+    bodies.dedup();
+    assert_eq!(bodies.len(), n, "every message reached the provider");
+    assert_eq!(total, n, "and none twice");
+    for id in &ids {
+        let m = state(&w, *id).await;
+        let sim = w
+            .sim
+            .message(m.provider_message_id.as_deref().unwrap())
+            .expect("the provider id is the simulator's");
+        assert_eq!(
+            sim.body, m.body,
+            "each row is linked to its own provider message"
+        );
+    }
+}
