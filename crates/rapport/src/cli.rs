@@ -48,6 +48,74 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// SMS channels: `rapport channel create --org SLUG --kind twilio --account-sid AC… --auth-token-env VAR --from +1…` prints the channel id.
+    Channel {
+        #[command(subcommand)]
+        command: ChannelCommand,
+    },
+    /// Run the Twilio-compatible simulator (the same REST API and webhooks, on loopback) until Ctrl-C.
+    Simulator(SimulatorArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChannelCommand {
+    /// Create an SMS channel; prints its id. Point the provider's webhooks at the URLs it logs.
+    Create {
+        /// The organisation's slug.
+        #[arg(long)]
+        org: String,
+        #[arg(long, default_value = "twilio")]
+        kind: String,
+        #[arg(long, default_value = "SMS")]
+        name: String,
+        #[arg(long)]
+        account_sid: String,
+        /// Name of the environment variable holding the Auth Token (it is read when needed, never stored).
+        #[arg(long)]
+        auth_token_env: String,
+        /// Store the Auth Token (read from --auth-token-env now) sealed in the database instead.
+        #[arg(long)]
+        store_token: bool,
+        /// The sending number, E.164.
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        messaging_service_sid: Option<String>,
+        /// Twilio's API base URL (default Twilio's; the simulator's for tests).
+        #[arg(long)]
+        api_base: Option<String>,
+        /// Pacing in message segments per second (0: unpaced).
+        #[arg(long, default_value_t = 1.0)]
+        segments_per_second: f64,
+        /// Most messages per day from this sender (0: no cap).
+        #[arg(long, default_value_t = 0)]
+        daily_cap: u32,
+        /// Rapport answers STOP/START/HELP itself (when the provider's own keyword replies are off).
+        #[arg(long)]
+        rapport_answers_keywords: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimulatorArgs {
+    #[arg(long, default_value = "127.0.0.1:4010")]
+    pub addr: std::net::SocketAddr,
+    #[arg(long, default_value = "ACdeadbeefdeadbeefdeadbeefdeadbeef")]
+    pub account_sid: String,
+    #[arg(long, default_value = "simulated-auth-token")]
+    pub auth_token: String,
+    /// Share of sends answered 429 / 500 / timed out / accepted without an answer (each 0–1).
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_429: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_500: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_timeout: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_lost_response: f64,
+    /// Milliseconds from queued to sent, and from sent to delivered.
+    #[arg(long, default_value_t = 200)]
+    pub callback_delay_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,6 +199,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let org = create_org(&*store, &slug, &name, &time_zone).await?;
             println!("{}", org.id);
             store.close().await;
+        }
+        Command::Channel { command } => {
+            let store = open_store(&config.database_url).await?;
+            let id = create_channel(&config, store.clone(), command).await?;
+            println!("{id}");
+            store.close().await;
+        }
+        Command::Simulator(args) => {
+            run_simulator(args).await?;
         }
         Command::Token {
             command: TokenCommand::Create { org, name, role },
@@ -237,4 +314,104 @@ async fn healthcheck(base: &str) -> bool {
             false
         }
     }
+}
+
+async fn create_channel(
+    config: &Config,
+    store: std::sync::Arc<dyn store::AppStore>,
+    command: ChannelCommand,
+) -> anyhow::Result<domain::ids::ChannelId> {
+    let ChannelCommand::Create {
+        org,
+        kind,
+        name,
+        account_sid,
+        auth_token_env,
+        store_token,
+        from,
+        messaging_service_sid,
+        api_base,
+        segments_per_second,
+        daily_cap,
+        rapport_answers_keywords,
+    } = command;
+    let org = match store.organization_by_slug(&org).await {
+        Err(StoreError::NotFound) => {
+            bail!("no organisation with slug {org:?}; create it with `rapport org create`")
+        }
+        other => other?,
+    };
+    let auth_token = if store_token {
+        Some(
+            std::env::var(&auth_token_env)
+                .map_err(|_| anyhow::anyhow!("environment variable {auth_token_env} is not set"))?,
+        )
+    } else {
+        None
+    };
+    let input = engine::channels::NewChannel {
+        name,
+        kind,
+        account_sid,
+        auth_token_env: if store_token {
+            None
+        } else {
+            Some(auth_token_env)
+        },
+        auth_token,
+        from,
+        messaging_service_sid,
+        api_base,
+        settings: Some(store::ChannelSettings {
+            segments_per_second,
+            daily_cap,
+            provider_handles_keywords: !rapport_answers_keywords,
+        }),
+    };
+    let engine = crate::engine(config, store, std::sync::Arc::new(domain::SystemClock))?;
+    let channel = engine
+        .create_channel(&org, input)
+        .await
+        .map_err(|e| match e {
+            engine::EngineError::Field(f) => {
+                anyhow::anyhow!("--{}: {}", f.field.replace('_', "-"), f.message)
+            }
+            other => anyhow::anyhow!(other),
+        })?;
+    eprintln!(
+        "inbound webhook: {}/webhooks/twilio/{}/inbound",
+        config.public_url.trim_end_matches('/'),
+        channel.id
+    );
+    eprintln!("status callback: {}", engine.status_callback(&channel));
+    Ok(channel.id)
+}
+
+async fn run_simulator(args: SimulatorArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("binding {}", args.addr))?;
+    let delay = Duration::from_millis(args.callback_delay_ms);
+    let config = channels::simulator::SimulatorConfig {
+        account_sid: args.account_sid,
+        auth_token: args.auth_token,
+        callback_delays: (delay, delay),
+        faults: channels::simulator::Faults {
+            error_rate_429: args.fault_429,
+            error_rate_500: args.fault_500,
+            timeout_rate: args.fault_timeout,
+            lost_response_rate: args.fault_lost_response,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let sim = channels::simulator::start(config, listener).await;
+    eprintln!(
+        "Twilio simulator at {} (account {}); Ctrl-C stops it",
+        sim.base_url(),
+        sim.account_sid()
+    );
+    crate::shutdown_signal().await;
+    sim.stop().await;
+    Ok(())
 }

@@ -34,6 +34,13 @@ pub struct Config {
     pub secret_key_file: std::path::PathBuf,
     /// Run the dispatcher and the inbound router in this process.
     pub workers: bool,
+    /// How long a dispatcher's claim holds a message before another node may take it.
+    pub dispatch_lease_secs: u64,
+    /// How long after an unanswered attempt the reconciler asks the provider about it.
+    /// Must exceed the provider timeout.
+    pub reconcile_after_secs: u64,
+    /// How long to wait for the SMS provider's answer before the outcome counts as unknown.
+    pub provider_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -50,6 +57,9 @@ impl Default for Config {
             rate_limit_burst: 200,
             secret_key_file: "rapport-data/secret.key".into(),
             workers: true,
+            dispatch_lease_secs: 60,
+            reconcile_after_secs: 60,
+            provider_timeout_ms: 10_000,
         }
     }
 }
@@ -114,6 +124,20 @@ impl Config {
         }
         if let Some(v) = env("RAPPORT_RATE_LIMIT_PER_MINUTE") {
             self.rate_limit_per_minute = number("RAPPORT_RATE_LIMIT_PER_MINUTE", &v)?;
+        }
+        if let Some(v) = env("RAPPORT_DISPATCH_LEASE_SECS") {
+            self.dispatch_lease_secs = number("RAPPORT_DISPATCH_LEASE_SECS", &v)?;
+        }
+        if let Some(v) = env("RAPPORT_RECONCILE_AFTER_SECS") {
+            self.reconcile_after_secs = number("RAPPORT_RECONCILE_AFTER_SECS", &v)?;
+        }
+        if let Some(v) = env("RAPPORT_PROVIDER_TIMEOUT_MS") {
+            self.provider_timeout_ms = number("RAPPORT_PROVIDER_TIMEOUT_MS", &v)?;
+        }
+        if self.reconcile_after_secs * 1000 <= self.provider_timeout_ms {
+            bail!(
+                "RAPPORT_RECONCILE_AFTER_SECS must be longer than RAPPORT_PROVIDER_TIMEOUT_MS, or an answer still on its way would be reconciled"
+            );
         }
         if let Some(v) = env("RAPPORT_SECRET_KEY_FILE") {
             self.secret_key_file = v.into();

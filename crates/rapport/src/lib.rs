@@ -53,10 +53,13 @@ pub fn engine(
     let key_env = std::env::var("RAPPORT_SECRET_KEY").ok();
     let sealer = engine::Sealer::load(key_env.as_deref(), &config.secret_key_file)
         .context("loading the secret key")?;
-    let engine_config = engine::EngineConfig {
+    let mut engine_config = engine::EngineConfig {
         public_url: config.public_url.clone(),
+        provider_timeout: Duration::from_millis(config.provider_timeout_ms),
         ..engine::EngineConfig::default()
     };
+    engine_config.dispatch.lease = Duration::from_secs(config.dispatch_lease_secs);
+    engine_config.dispatch.reconcile_after = Duration::from_secs(config.reconcile_after_secs);
     Ok(engine::Engine::new(store, clock, sealer, engine_config))
 }
 
