@@ -171,7 +171,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 std::path::Path::new(demo::TOKEN_FILE),
             )
             .await?;
+            let engine = crate::engine(
+                &config,
+                store.clone(),
+                std::sync::Arc::new(domain::SystemClock),
+            )?;
+            let sim = demo::start_simulator(&engine, &seeded.org, &config.public_url).await?;
             demo::print_welcome(&config, &seeded);
+            eprintln!(
+                "SMS go to the built-in Twilio simulator at {}; simulated patients answer some of them.",
+                sim.base_url()
+            );
             serve(&config, store).await?;
         }
         Command::Migrate => {

@@ -659,6 +659,15 @@ pub fn print_welcome(config: &Config, seeded: &Seeded) {
     println!(
         "  curl -s -H \"Authorization: Bearer $TOKEN\" '{url}/api/v1/appointments?status=booked&limit=5'"
     );
+    println!(
+        "  PATIENT=$(curl -s -H \"Authorization: Bearer $TOKEN\" '{url}/api/v1/patients?identifier=D000001' | grep -o '\"id\":\"[^\"]*\"' | head -1 | cut -d'\"' -f4)"
+    );
+    println!(
+        "  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'content-type: application/json' -d '{{\"patient_id\":\"'$PATIENT'\",\"body\":\"Your visit is tomorrow at 9:00.\"}}' {url}/api/v1/messages"
+    );
+    println!(
+        "  curl -s -H \"Authorization: Bearer $TOKEN\" {url}/api/v1/patients/$PATIENT/messages"
+    );
     println!();
     println!("Ctrl-C stops the server.");
 }
@@ -677,5 +686,112 @@ mod tests {
         let mut d = npis.clone();
         d.dedup();
         assert_eq!(d.len(), npis.len());
+    }
+}
+
+/// The demo clinic's texting number: an area code no demo patient has, so it is never a
+/// patient's own number.
+const DEMO_SENDER: &str = "+16175550100";
+const DEMO_CHANNEL: &str = "Demo SMS (simulator)";
+
+/// Starts the built-in Twilio simulator, points the demo's channel at it, and lets
+/// simulated patients answer some of the texts they receive: most confirm, some ask a
+/// question, a few say STOP.
+pub async fn start_simulator(
+    engine: &std::sync::Arc<engine::Engine>,
+    org: &Organization,
+    public_url: &str,
+) -> anyhow::Result<std::sync::Arc<channels::simulator::SimulatorHandle>> {
+    use channels::simulator::{SimulatorConfig, start};
+    use std::time::Duration;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let config = SimulatorConfig {
+        callback_delays: (Duration::from_secs(1), Duration::from_secs(2)),
+        ..SimulatorConfig::default()
+    };
+    let sim = std::sync::Arc::new(start(config, listener).await);
+    let existing = engine
+        .store
+        .channels(org.id)
+        .await?
+        .into_iter()
+        .find(|c| c.name == DEMO_CHANNEL);
+    let channel = match existing {
+        Some(mut c) => {
+            // A new port each run: follow the simulator.
+            c.api_base = sim.base_url().to_owned();
+            c.account_sid = sim.account_sid().to_owned();
+            c.auth_token_sealed = Some(engine.sealer.seal(sim.auth_token()));
+            c.auth_token_env = None;
+            engine.store.update_channel(&c).await?;
+            c
+        }
+        None => engine
+            .create_channel(
+                org,
+                engine::channels::NewChannel {
+                    name: DEMO_CHANNEL.into(),
+                    kind: "twilio".into(),
+                    account_sid: sim.account_sid().into(),
+                    auth_token: Some(sim.auth_token().into()),
+                    auth_token_env: None,
+                    from: Some(DEMO_SENDER.into()),
+                    messaging_service_sid: None,
+                    api_base: Some(sim.base_url().into()),
+                    settings: Some(store::ChannelSettings {
+                        segments_per_second: 1.0,
+                        daily_cap: 0,
+                        provider_handles_keywords: false,
+                    }),
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the demo channel: {e}"))?,
+    };
+    let inbound = format!(
+        "{}/webhooks/twilio/{}/inbound",
+        public_url.trim_end_matches('/'),
+        channel.id
+    );
+    tokio::spawn(play_patients(sim.clone(), inbound));
+    Ok(sim)
+}
+
+/// Answers delivered texts the way patients do, a few seconds later.
+async fn play_patients(sim: std::sync::Arc<channels::simulator::SimulatorHandle>, inbound: String) {
+    let mut answered = std::collections::HashSet::new();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        for m in sim.log() {
+            if m.status.as_str() != "delivered" || !answered.insert(m.sid.clone()) {
+                continue;
+            }
+            // Keyword replies are not answered back.
+            if m.body.contains("Reply STOP")
+                || m.body.contains("Responda ALTO")
+                || m.body.contains("unsubscribed")
+            {
+                continue;
+            }
+            let mut rng = StdRng::seed_from_u64(
+                m.sid
+                    .bytes()
+                    .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))),
+            );
+            let roll: f64 = rng.random();
+            let reply = if roll < 0.45 {
+                "C"
+            } else if roll < 0.55 {
+                "Can I come in the afternoon instead?"
+            } else if roll < 0.58 {
+                "STOP"
+            } else {
+                continue;
+            };
+            let from = m.from.clone().unwrap_or_default();
+            if let Err(e) = sim.send_inbound(&inbound, &m.to, &from, reply, &[]).await {
+                tracing::warn!(error = %e, "simulated patient could not reach the webhook");
+            }
+        }
     }
 }
