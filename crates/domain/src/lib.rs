@@ -11,6 +11,7 @@ pub mod ids;
 pub mod keywords;
 pub mod message_body;
 pub mod message_state;
+pub mod messaging_settings;
 pub mod organization;
 pub mod patient;
 pub mod phone;

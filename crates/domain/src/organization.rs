@@ -16,6 +16,8 @@ pub struct Organization {
     pub time_zone: ZoneName,
     /// Region used to read phone numbers written without a country code (ISO 3166, e.g. `US`).
     pub phone_region: String,
+    #[serde(default)]
+    pub messaging: crate::messaging_settings::MessagingSettings,
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
 }

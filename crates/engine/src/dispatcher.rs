@@ -6,9 +6,9 @@
 
 use crate::{Engine, EngineError};
 use channels::{OutboundSms, Refusal, SendError};
-use domain::frequency::{self, FrequencyPolicy};
+use domain::frequency;
 use domain::message_state::{MessageKind, MessageState};
-use domain::send_window::{self, SendWindow};
+use domain::send_window;
 use domain::{AppointmentStatus, E164, OrgId, Organization};
 use jiff::{SignedDuration, Timestamp};
 use std::str::FromStr;
@@ -272,6 +272,47 @@ impl Engine {
         Ok(())
     }
 
+    async fn enqueue_welcome(
+        &self,
+        org: &Organization,
+        m: &OutboundMessage,
+        channel: &Channel,
+    ) -> Result<store::Enqueued, EngineError> {
+        let language = self.recipient_language(org, &m.to).await?;
+        let help = self.help_contact(org).await?;
+        let body = org.messaging.replies(language).render(
+            domain::keywords::ReplyKind::Welcome,
+            &self.programme_name(org),
+            &help,
+        );
+        let now = self.clock.now();
+        let welcome = OutboundMessage {
+            id: domain::ids::MessageId::new(),
+            org_id: org.id,
+            channel_id: Some(channel.id),
+            patient_id: m.patient_id,
+            appointment_id: None,
+            to: m.to.clone(),
+            kind: MessageKind::Welcome.as_str().into(),
+            programme: "welcome".into(),
+            segments: u32::try_from(domain::message_body::segments(&body).segments)
+                .unwrap_or(u32::MAX),
+            body,
+            dedupe_key: format!("welcome:{}", m.to),
+            state: MessageState::Queued.as_str().into(),
+            not_before: now,
+            urgent: false,
+            attempts: 0,
+            provider_message_id: None,
+            reason: None,
+            error_code: None,
+            created_at: now,
+            updated_at: now,
+            attempted_at: None,
+        };
+        Ok(self.store.enqueue(&welcome).await?)
+    }
+
     /// Exponential backoff with jitter: base·2^(n-1), capped, times 0.5–1.5.
     fn backoff(&self, attempts: u32) -> SignedDuration {
         let cfg = &self.config.dispatch;
@@ -338,7 +379,36 @@ impl Engine {
         if let Some(reason) = self.consent_blocks(org.id, m, channel.id, kind).await? {
             return Ok(Verdict::Suppress(reason));
         }
-        // 3. The appointment it is about must still be on.
+        let now = self.clock.now();
+        // The loop guard: automatic replies to one number are limited per hour, so two
+        // auto-responders cannot talk forever.
+        if kind == MessageKind::KeywordReply {
+            let hour_ago = now - SignedDuration::from_hours(1);
+            let recent = self
+                .store
+                .sent_to_number(org.id, &m.to, hour_ago, now + SignedDuration::from_secs(1))
+                .await?;
+            let replies = recent
+                .iter()
+                .filter(|(_, k)| MessageKind::from_str(k) == Ok(MessageKind::KeywordReply))
+                .count();
+            if replies >= org.messaging.auto_replies_per_hour as usize {
+                return Ok(Verdict::Suppress(format!(
+                    "loop guard: already {replies} automatic replies to this number in the last hour"
+                )));
+            }
+        }
+        // A number's first automated message is preceded by the one-time welcome.
+        if org.messaging.welcome
+            && kind.is_automated()
+            && !matches!(kind, MessageKind::KeywordReply | MessageKind::Welcome)
+            && let store::Enqueued::Inserted(_) = self.enqueue_welcome(org, m, &channel).await?
+        {
+            return Ok(Verdict::Defer(
+                now + SignedDuration::from_secs(10),
+                "after the welcome message".into(),
+            ));
+        }
         if let Some(appointment) = m.appointment_id {
             match self.store.appointment(org.id, appointment).await {
                 Ok(a)
@@ -366,13 +436,19 @@ impl Engine {
                 Err(e) => return Err(e.into()),
             }
         }
-        let zone = self.recipient_zone(org, m).await?;
+        let (zone, location) = self.recipient_zone(org, m).await?;
         let now = self.clock.now();
-        // 4. Quiet hours, in the patient's own time zone. Urgent messages skip them (and
+        // 4. Quiet hours, in the patient's own time zone (and, when the organisation asks,
+        // the opening hours of the patient's usual location). Urgent messages skip them (and
         // say so on the message, for the audit trail).
-        if kind.respects_quiet_hours() && !m.urgent {
-            let window = SendWindow::default();
-            let next = send_window::next_allowed(now, &zone, &window, None);
+        if let Some(window) = org.messaging.send_windows.for_kind(kind)
+            && !m.urgent
+        {
+            let hours = match (&location, org.messaging.use_location_hours) {
+                (Some(l), true) => Some(send_window::LocationHours::from(l)),
+                _ => None,
+            };
+            let next = send_window::next_allowed(now, &zone, &window, hours.as_ref());
             if next > now {
                 let local = next.to_zoned(zone.clone());
                 return Ok(Verdict::Defer(
@@ -399,7 +475,7 @@ impl Engine {
             })
             .collect();
         if kind.is_capped()
-            && let Err(cap) = frequency::check(&FrequencyPolicy::default(), kind, now, &zone, &sent)
+            && let Err(cap) = frequency::check(&org.messaging.frequency, kind, now, &zone, &sent)
         {
             return Ok(Verdict::Suppress(cap.reason));
         }
@@ -455,28 +531,35 @@ impl Engine {
         Ok(None)
     }
 
+    /// The recipient's time zone (the patient's, else their usual location's, else the
+    /// organisation's), and the patient's usual location when there is one.
     async fn recipient_zone(
         &self,
         org: &Organization,
         m: &OutboundMessage,
-    ) -> Result<jiff::tz::TimeZone, EngineError> {
-        if let Some(pid) = m.patient_id {
-            match self.store.patient(org.id, pid).await {
-                Ok(p) => {
-                    if let Some(z) = p.time_zone {
-                        return Ok(z.time_zone());
-                    }
-                    if let Some(loc) = p.usual_location_id
-                        && let Ok(l) = self.store.location(org.id, loc).await
-                    {
-                        return Ok(l.time_zone.time_zone());
-                    }
-                }
-                Err(StoreError::NotFound) => {}
+    ) -> Result<(jiff::tz::TimeZone, Option<domain::Location>), EngineError> {
+        let Some(pid) = m.patient_id else {
+            return Ok((org.time_zone.time_zone(), None));
+        };
+        let patient = match self.store.patient(org.id, pid).await {
+            Ok(p) => p,
+            Err(StoreError::NotFound) => return Ok((org.time_zone.time_zone(), None)),
+            Err(e) => return Err(e.into()),
+        };
+        let location = match patient.usual_location_id {
+            Some(l) => match self.store.location(org.id, l).await {
+                Ok(l) => Some(l),
+                Err(StoreError::NotFound) => None,
                 Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(org.time_zone.time_zone())
+            },
+            None => None,
+        };
+        let zone = patient
+            .time_zone
+            .map(|z| z.time_zone())
+            .or_else(|| location.as_ref().map(|l| l.time_zone.time_zone()))
+            .unwrap_or_else(|| org.time_zone.time_zone());
+        Ok((zone, location))
     }
 
     /// What a permanent refusal teaches us about the number.

@@ -4,7 +4,7 @@
 
 use crate::{Engine, EngineError};
 use domain::ids::{ConsentEventId, InboundId, MessageId};
-use domain::keywords::{Intent, KeywordTable, Language, ReplyKind, RequiredReplies, classify};
+use domain::keywords::{Intent, Language, ReplyKind, classify};
 use domain::message_state::MessageState;
 use domain::{E164, OrgId, Organization};
 use store::{
@@ -80,11 +80,8 @@ impl Engine {
     async fn route(&self, m: &InboundMessage) -> Result<String, EngineError> {
         let org = self.store.organization(m.org_id).await?;
         let channel = self.store.channel(m.channel_id).await?;
-        let language = self.sender_language(&org, &m.from).await?;
-        let tables = match language {
-            Language::Es => vec![KeywordTable::spanish(), KeywordTable::english()],
-            Language::En => vec![KeywordTable::english(), KeywordTable::spanish()],
-        };
+        let language = self.recipient_language(&org, &m.from).await?;
+        let tables = org.messaging.keyword_tables(language);
         let intent = classify(&m.body, &tables);
         let outcome = match &intent {
             Intent::OptOut {
@@ -133,7 +130,7 @@ impl Engine {
         Ok(outcome.to_owned())
     }
 
-    async fn sender_language(
+    pub(crate) async fn recipient_language(
         &self,
         org: &Organization,
         from: &str,
@@ -220,7 +217,10 @@ impl Engine {
             return Ok(());
         }
         let help = self.help_contact(org).await?;
-        let body = RequiredReplies::defaults(language).render(kind, &org.name, &help);
+        let body = org
+            .messaging
+            .replies(language)
+            .render(kind, &self.programme_name(org), &help);
         let now = self.clock.now();
         let reply = OutboundMessage {
             id: MessageId::new(),
@@ -252,7 +252,24 @@ impl Engine {
         Ok(())
     }
 
-    async fn help_contact(&self, org: &Organization) -> Result<String, EngineError> {
+    /// The programme name required replies carry: the configured one, else the organisation's name.
+    pub(crate) fn programme_name(&self, org: &Organization) -> String {
+        org.messaging
+            .programme_name
+            .clone()
+            .filter(|p| !p.trim().is_empty())
+            .unwrap_or_else(|| org.name.clone())
+    }
+
+    pub(crate) async fn help_contact(&self, org: &Organization) -> Result<String, EngineError> {
+        if let Some(help) = org
+            .messaging
+            .help_contact
+            .clone()
+            .filter(|h| !h.trim().is_empty())
+        {
+            return Ok(help);
+        }
         let locations = self.store.locations(org.id, &PageRequest::first(1)).await?;
         Ok(locations
             .items

@@ -39,6 +39,11 @@ async fn world(
         name: "North Clinic".into(),
         time_zone: ZoneName::parse("America/New_York").unwrap(),
         phone_region: "US".into(),
+        // The welcome has its own test; elsewhere it would only add a message.
+        messaging: domain::messaging_settings::MessagingSettings {
+            welcome: false,
+            ..Default::default()
+        },
         created_at: Timestamp::now(),
     };
     store.insert_organization(&org).await.unwrap();
@@ -334,4 +339,88 @@ async fn every_message_arrives_exactly_once_through_injected_faults() {
             "each row is linked to its own provider message"
         );
     }
+}
+
+#[tokio::test]
+async fn a_numbers_first_automated_message_is_preceded_by_one_welcome() {
+    let clock = Arc::new(FixedClock::new(at("2026-11-25T15:00:00Z")));
+    let mut w = world(clock.clone(), Faults::default(), |_| {}).await;
+    w.org.messaging.welcome = true;
+    w.store
+        .update_messaging_settings(w.org.id, &w.org.messaging)
+        .await
+        .unwrap();
+    let first = message(&w.org, "+12015550123", "reminder", "r1", clock.now());
+    w.store.enqueue(&first).await.unwrap();
+    w.engine.dispatch_step().await.unwrap();
+    let held = state(&w, first.id).await;
+    assert_eq!(
+        (held.state.as_str(), held.reason.as_deref()),
+        ("queued", Some("after the welcome message"))
+    );
+    w.engine.dispatch_step().await.unwrap();
+    clock.set(at("2026-11-25T15:00:11Z"));
+    w.engine.dispatch_step().await.unwrap();
+    let log = w.sim.log();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(
+        log[0].body.contains("Reply STOP to opt out") && log[0].body.contains("North Clinic"),
+        "{}",
+        log[0].body
+    );
+    assert_eq!(log[1].body, "Message r1");
+    let second = message(&w.org, "+12015550123", "reminder", "r2", clock.now());
+    w.store.enqueue(&second).await.unwrap();
+    w.engine.dispatch_step().await.unwrap();
+    assert_eq!(w.sim.log().len(), 3, "no second welcome");
+}
+
+#[tokio::test]
+async fn automatic_replies_to_one_number_are_limited_per_hour() {
+    let clock = Arc::new(FixedClock::new(at("2026-11-25T15:00:00Z")));
+    let w = world(clock.clone(), Faults::default(), |_| {}).await;
+    let mut states = Vec::new();
+    for i in 0..7 {
+        clock.set(at("2026-11-25T15:00:00Z") + SignedDuration::from_mins(i));
+        let m = message(
+            &w.org,
+            "+12015550123",
+            "keyword_reply",
+            &format!("k{i}"),
+            clock.now(),
+        );
+        w.store.enqueue(&m).await.unwrap();
+        w.engine.dispatch_step().await.unwrap();
+        states.push(state(&w, m.id).await);
+    }
+    assert_eq!(
+        w.sim.count_to("+12015550123"),
+        5,
+        "five automatic replies an hour by default"
+    );
+    assert_eq!(states[5].state, "suppressed");
+    assert!(
+        states[5]
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("loop guard"),
+        "{:?}",
+        states[5].reason
+    );
+    clock.set(at("2026-11-25T16:10:00Z"));
+    let later = message(
+        &w.org,
+        "+12015550123",
+        "keyword_reply",
+        "k-later",
+        clock.now(),
+    );
+    w.store.enqueue(&later).await.unwrap();
+    w.engine.dispatch_step().await.unwrap();
+    assert_eq!(
+        state(&w, later.id).await.state,
+        "sent",
+        "an hour later replies flow again"
+    );
 }

@@ -255,6 +255,7 @@ pub async fn create_org(
         name: new.name,
         time_zone: new.time_zone,
         phone_region: "US".into(),
+        messaging: Default::default(),
         created_at: jiff::Timestamp::now(),
     };
     match store.insert_organization(&org).await {

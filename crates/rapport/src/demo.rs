@@ -672,23 +672,6 @@ pub fn print_welcome(config: &Config, seeded: &Seeded) {
     println!("Ctrl-C stops the server.");
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seeded_npis_are_valid_and_distinct() {
-        let npis: Vec<String> = (0..PROVIDERS.len()).map(npi).collect();
-        assert!(
-            npis.iter().all(|n| organization::is_valid_npi(n)),
-            "{npis:?}"
-        );
-        let mut d = npis.clone();
-        d.dedup();
-        assert_eq!(d.len(), npis.len());
-    }
-}
-
 /// The demo clinic's texting number: an area code no demo patient has, so it is never a
 /// patient's own number.
 const DEMO_SENDER: &str = "+16175550100";
@@ -793,5 +776,22 @@ async fn play_patients(sim: std::sync::Arc<channels::simulator::SimulatorHandle>
                 tracing::warn!(error = %e, "simulated patient could not reach the webhook");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeded_npis_are_valid_and_distinct() {
+        let npis: Vec<String> = (0..PROVIDERS.len()).map(npi).collect();
+        assert!(
+            npis.iter().all(|n| organization::is_valid_npi(n)),
+            "{npis:?}"
+        );
+        let mut d = npis.clone();
+        d.dedup();
+        assert_eq!(d.len(), npis.len());
     }
 }

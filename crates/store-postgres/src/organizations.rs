@@ -18,6 +18,12 @@ fn organization(row: PgRow) -> StoreResult<Organization> {
         time_zone: ZoneName::parse(row.try_get("time_zone").map_err(db)?)
             .map_err(|e| StoreError::Corrupt(e.message))?,
         phone_region: row.try_get("phone_region").map_err(db)?,
+        messaging: row
+            .try_get::<sqlx::types::Json<domain::messaging_settings::MessagingSettings>, _>(
+                "messaging",
+            )
+            .map_err(db)?
+            .0,
         created_at: instant(row.try_get("created_at").map_err(db)?)?,
     })
 }
@@ -27,7 +33,7 @@ impl OrganizationStore for PostgresStore {
     async fn insert_organization(&self, org: &Organization) -> StoreResult<()> {
         let mut tx = self.write().await?;
         sqlx::query(
-            "INSERT INTO organizations (id, slug, name, time_zone, phone_region, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO organizations (id, slug, name, time_zone, phone_region, created_at, messaging) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(org.id.0)
         .bind(&org.slug)
@@ -35,9 +41,28 @@ impl OrganizationStore for PostgresStore {
         .bind(org.time_zone.as_str())
         .bind(&org.phone_region)
         .bind(pg_instant(org.created_at))
+        .bind(crate::to_doc(&org.messaging))
         .execute(&mut *tx)
         .await
         .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn update_messaging_settings(
+        &self,
+        id: OrgId,
+        settings: &domain::messaging_settings::MessagingSettings,
+    ) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query("UPDATE organizations SET messaging = $1 WHERE id = $2")
+            .bind(crate::to_doc(settings))
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
         tx.commit().await.map_err(db)
     }
 

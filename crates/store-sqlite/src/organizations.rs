@@ -16,6 +16,7 @@ fn organization(row: SqliteRow) -> StoreResult<Organization> {
         time_zone: ZoneName::parse(row.try_get("time_zone").map_err(db)?)
             .map_err(|e| StoreError::Corrupt(e.message))?,
         phone_region: row.try_get("phone_region").map_err(db)?,
+        messaging: crate::from_doc(&row.try_get::<String, _>("messaging").map_err(db)?)?,
         created_at: instant(row.try_get("created_at").map_err(db)?)?,
     })
 }
@@ -24,16 +25,33 @@ fn organization(row: SqliteRow) -> StoreResult<Organization> {
 impl OrganizationStore for SqliteStore {
     async fn insert_organization(&self, org: &Organization) -> StoreResult<()> {
         let mut tx = self.write().await?;
-        sqlx::query("INSERT INTO organizations (id, slug, name, time_zone, phone_region, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO organizations (id, slug, name, time_zone, phone_region, created_at, messaging) VALUES (?, ?, ?, ?, ?, ?, ?)")
             .bind(org.id.0)
             .bind(&org.slug)
             .bind(&org.name)
             .bind(org.time_zone.as_str())
             .bind(&org.phone_region)
             .bind(micros(org.created_at))
+            .bind(crate::to_doc(&org.messaging))
             .execute(&mut *tx)
             .await
             .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn update_messaging_settings(
+        &self,
+        id: OrgId,
+        settings: &domain::messaging_settings::MessagingSettings,
+    ) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query("UPDATE organizations SET messaging = ? WHERE id = ?")
+            .bind(crate::to_doc(settings))
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        crate::touched(done)?;
         tx.commit().await.map_err(db)
     }
 

@@ -41,6 +41,7 @@ pub fn organization(slug: &str) -> Organization {
         name: format!("Clinic {slug}"),
         time_zone: ZoneName::parse("America/New_York").unwrap(),
         phone_region: "US".into(),
+        messaging: Default::default(),
         created_at: now(),
     }
 }
@@ -144,6 +145,18 @@ pub async fn organizations_round_trip(store: &dyn Store) {
         store.organization_by_slug("south").await,
         Err(StoreError::NotFound)
     ));
+    let mut settings = o.messaging.clone();
+    settings.welcome = false;
+    settings.frequency.exemption_mode = true;
+    store
+        .update_messaging_settings(o.id, &settings)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.organization(o.id).await.unwrap().messaging,
+        settings,
+        "settings round trip"
+    );
     let again = organization("north");
     match store.insert_organization(&again).await {
         Err(StoreError::Conflict { field, .. }) => assert_eq!(field, "slug"),

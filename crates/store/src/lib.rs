@@ -58,6 +58,11 @@ pub struct ApiToken {
 #[async_trait]
 pub trait OrganizationStore: Send + Sync {
     async fn insert_organization(&self, org: &Organization) -> StoreResult<()>;
+    async fn update_messaging_settings(
+        &self,
+        id: OrgId,
+        settings: &domain::messaging_settings::MessagingSettings,
+    ) -> StoreResult<()>;
     async fn organization(&self, id: OrgId) -> StoreResult<Organization>;
     async fn organization_by_slug(&self, slug: &str) -> StoreResult<Organization>;
 }

@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(title = "Rapport API", description = "Rapport's REST API: the clinic's records. Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`.", license(name = "Apache-2.0")),
     paths(
-        organization::show,
+        organization::show, organization::update_messaging,
         locations::list, locations::show, locations::create, locations::update,
         providers::list, providers::show, providers::create, providers::update,
         patients::search, patients::show, patients::create, patients::update,

@@ -16,6 +16,7 @@ crate::both_backends!(
     late_status_callbacks_never_move_a_message_back,
     help_is_answered_in_the_patients_language,
     bad_messages_and_channels_are_422_with_the_field,
+    messaging_settings_change_the_required_replies_and_are_checked,
 );
 
 const OUR_NUMBER: &str = "+12015550100";
@@ -432,5 +433,89 @@ async fn bad_messages_and_channels_are_422_with_the_field(app: &TestApp) {
         "invalid_phone",
         Some("from"),
     );
+    sim.stop().await;
+}
+
+async fn messaging_settings_change_the_required_replies_and_are_checked(app: &TestApp) {
+    let sim = simulator().await;
+    let c = channel(app, &sim, true).await;
+    let (status, settings) = app
+        .patch(
+            "/api/v1/organization/messaging",
+            json!({"programme_name": "North Clinic Reminders", "help_contact": "(201) 555-0199"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{settings}");
+    assert_eq!(
+        settings["welcome"], true,
+        "untouched settings keep their defaults"
+    );
+    let (_, org) = app.get("/api/v1/organization").await;
+    assert_eq!(org["messaging"]["programme_name"], "North Clinic Reminders");
+    assert_eq!(
+        sim.send_inbound(
+            &inbound_url(app, &c),
+            "+12015550132",
+            OUR_NUMBER,
+            "HELP",
+            &[]
+        )
+        .await
+        .unwrap(),
+        200
+    );
+    let started = Instant::now();
+    let reply = loop {
+        if let Some(m) = sim.log().into_iter().find(|m| m.to == "+12015550132") {
+            break m;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "no reply");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        reply.body.starts_with("North Clinic Reminders:"),
+        "{}",
+        reply.body
+    );
+    assert!(reply.body.contains("(201) 555-0199"), "{}", reply.body);
+
+    let asks_cancel = json!({"required_replies": [{
+        "language": "en",
+        "opt_out": "{programme}: You are unsubscribed. Reply START to resubscribe.",
+        "opt_in": "{programme}: Subscribed. Msg frequency varies. Msg & data rates may apply. Reply HELP for help. Reply STOP to opt out.",
+        "help": "{programme}: Reply CANCEL to cancel your visit. Help at {help}. Msg frequency varies. Msg & data rates may apply. Reply STOP to opt out.",
+        "welcome": "{programme}: Texts about your care. Msg frequency varies. Msg & data rates may apply. Reply HELP for help. Reply STOP to opt out."
+    }]});
+    let got = app
+        .patch("/api/v1/organization/messaging", asks_cancel)
+        .await;
+    assert_eq!(got.0, StatusCode::UNPROCESSABLE_ENTITY, "{}", got.1);
+    assert!(
+        got.1["error"]["field"]
+            .as_str()
+            .unwrap()
+            .starts_with("required_replies[0]"),
+        "{}",
+        got.1
+    );
+    let got = app
+        .patch(
+            "/api/v1/organization/messaging",
+            json!({"frequency": {"safety_cap_per_day": 0}}),
+        )
+        .await;
+    assert_error(
+        &got,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        Some("frequency.safety_cap_per_day"),
+    );
+    let got = app
+        .patch(
+            "/api/v1/organization/messaging",
+            json!({"send_windows": {"default": {"start": "21:00", "end": "08:00"}}}),
+        )
+        .await;
+    assert_eq!(got.0, StatusCode::UNPROCESSABLE_ENTITY, "{}", got.1);
     sim.stop().await;
 }

@@ -15,6 +15,7 @@ crate::both_backends!(
 /// The least role each operation needs. Every operation in the OpenAPI document must be here.
 const LEAST_ROLE: &[(&str, &str, Role)] = &[
     ("get", "/api/v1/organization", Role::Viewer),
+    ("patch", "/api/v1/organization/messaging", Role::Admin),
     ("get", "/api/v1/locations", Role::Viewer),
     ("post", "/api/v1/locations", Role::Manager),
     ("get", "/api/v1/locations/{id}", Role::Viewer),

@@ -23,6 +23,10 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/openapi.json", get(crate::openapi::serve))
         .route("/organization", get(organization::show))
+        .route(
+            "/organization/messaging",
+            axum::routing::patch(organization::update_messaging),
+        )
         .route("/locations", get(locations::list).post(locations::create))
         .route(
             "/locations/{id}",

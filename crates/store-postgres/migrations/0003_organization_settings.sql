@@ -1,0 +1,2 @@
+-- An organisation's messaging settings (quiet hours, caps, keyword replies…); '{}' means the defaults.
+ALTER TABLE organizations ADD COLUMN messaging jsonb NOT NULL DEFAULT '{}';
