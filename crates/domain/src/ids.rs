@@ -57,3 +57,4 @@ id_type!(ChannelId);
 id_type!(MessageId);
 id_type!(InboundId);
 id_type!(ConsentEventId);
+id_type!(ConversationId);

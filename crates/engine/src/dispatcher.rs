@@ -196,6 +196,9 @@ impl Engine {
                 );
                 c.provider_message_id = Some(accepted.provider_message_id);
                 self.store.change_state(&c).await?;
+                self.store
+                    .touch_conversation(org.id, &m.to, now, false, None)
+                    .await?;
                 report.sent += 1;
             }
             Err(SendError::Retryable {

@@ -67,6 +67,20 @@ impl Engine {
         let n = pending.len();
         for m in pending {
             let outcome = self.route(&m).await?;
+            let (needs_team, attention) = match outcome.as_str() {
+                "inbox:possible_opt_out" => {
+                    (true, Some("possible opt-out: read it before texting again"))
+                }
+                "opt_out+cancel_request" => (
+                    true,
+                    Some("replied CANCEL: may want to cancel the appointment"),
+                ),
+                "inbox" | "yes" => (true, None),
+                _ => (false, None),
+            };
+            self.store
+                .touch_conversation(m.org_id, &m.from, m.received_at, needs_team, attention)
+                .await?;
             self.store
                 .mark_inbound_processed(m.id, &outcome, self.clock.now())
                 .await?;

@@ -601,3 +601,153 @@ impl ConsentStore for PostgresStore {
         rows.into_iter().map(consent_event).collect()
     }
 }
+
+fn conversation(row: PgRow) -> StoreResult<store::Conversation> {
+    Ok(store::Conversation {
+        id: domain::ids::ConversationId(row.try_get("id").map_err(db)?),
+        org_id: OrgId(row.try_get("org_id").map_err(db)?),
+        phone: row.try_get("phone").map_err(db)?,
+        status: row.try_get("status").map_err(db)?,
+        attention: row.try_get("attention").map_err(db)?,
+        last_message_at: at(&row, "last_message_at")?,
+        created_at: at(&row, "created_at")?,
+    })
+}
+
+#[async_trait]
+impl store::ConversationStore for PostgresStore {
+    async fn touch_conversation(
+        &self,
+        org: OrgId,
+        phone: &str,
+        when: Timestamp,
+        needs_team: bool,
+        attention: Option<&str>,
+    ) -> StoreResult<store::Conversation> {
+        let mut tx = self.write().await?;
+        let row = sqlx::query(
+            "INSERT INTO conversations (id, org_id, phone, status, attention, last_message_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $6) \
+             ON CONFLICT (org_id, phone) DO UPDATE SET \
+               last_message_at = GREATEST(conversations.last_message_at, excluded.last_message_at), \
+               status = CASE WHEN $7 THEN 'open' ELSE conversations.status END, \
+               attention = COALESCE(excluded.attention, conversations.attention) \
+             RETURNING *",
+        )
+        .bind(domain::ids::ConversationId::new().0)
+        .bind(org.0)
+        .bind(phone)
+        .bind(if needs_team { "open" } else { "closed" })
+        .bind(attention)
+        .bind(pg_instant(when))
+        .bind(needs_team)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        conversation(row)
+    }
+
+    async fn conversations(
+        &self,
+        org: OrgId,
+        status: Option<&str>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<store::Conversation>> {
+        let mut q = QueryBuilder::<Postgres>::new("SELECT * FROM conversations WHERE org_id = ");
+        q.push_bind(org.0);
+        if let Some(s) = status {
+            q.push(" AND status = ").push_bind(s.to_owned());
+        }
+        if let Some(c) = &page.after {
+            let key: i64 = c
+                .key
+                .parse()
+                .map_err(|_| StoreError::Corrupt("cursor".into()))?;
+            let key = Timestamp::from_microsecond(key)
+                .map_err(|_| StoreError::Corrupt("cursor".into()))?;
+            q.push(" AND (last_message_at, id) < (")
+                .push_bind(pg_instant(key))
+                .push(", ")
+                .push_bind(c.id)
+                .push(")");
+        }
+        q.push(" ORDER BY last_message_at DESC, id DESC LIMIT ")
+            .push_bind(page.fetch());
+        let rows = q.build().fetch_all(self.read()).await.map_err(db)?;
+        let rows = rows
+            .into_iter()
+            .map(|r| {
+                conversation(r).map(|c| (c.last_message_at.as_microsecond().to_string(), c.id.0, c))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_rows(rows, page.limit))
+    }
+
+    async fn conversation(
+        &self,
+        org: OrgId,
+        id: domain::ids::ConversationId,
+    ) -> StoreResult<store::Conversation> {
+        let row = sqlx::query("SELECT * FROM conversations WHERE org_id = $1 AND id = $2")
+            .bind(org.0)
+            .bind(id.0)
+            .fetch_one(self.read())
+            .await
+            .map_err(db)?;
+        conversation(row)
+    }
+
+    async fn set_conversation_status(
+        &self,
+        org: OrgId,
+        id: domain::ids::ConversationId,
+        status: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query(
+            "UPDATE conversations SET status = $1, attention = CASE WHEN $1 = 'closed' THEN NULL ELSE attention END WHERE org_id = $2 AND id = $3",
+        )
+        .bind(status)
+        .bind(org.0)
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        touched(done)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn thread(
+        &self,
+        org: OrgId,
+        phone: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<store::ThreadItem>> {
+        let inbound_rows = sqlx::query("SELECT * FROM inbound_messages WHERE org_id = $1 AND from_number = $2 ORDER BY received_at DESC LIMIT $3")
+            .bind(org.0)
+            .bind(phone)
+            .bind(i64::from(limit))
+            .fetch_all(self.read())
+            .await
+            .map_err(db)?;
+        let outbound_rows = sqlx::query("SELECT * FROM outbound_messages WHERE org_id = $1 AND to_number = $2 ORDER BY created_at DESC LIMIT $3")
+            .bind(org.0)
+            .bind(phone)
+            .bind(i64::from(limit))
+            .fetch_all(self.read())
+            .await
+            .map_err(db)?;
+        let mut items = inbound_rows
+            .into_iter()
+            .map(|r| inbound(r).map(store::ThreadItem::Inbound))
+            .chain(
+                outbound_rows
+                    .into_iter()
+                    .map(|r| outbound(r).map(store::ThreadItem::Outbound)),
+            )
+            .collect::<StoreResult<Vec<_>>>()?;
+        items.sort_by_key(|i| i.at());
+        let excess = items.len().saturating_sub(limit as usize);
+        Ok(items.split_off(excess))
+    }
+}

@@ -14,7 +14,8 @@ macro_rules! messaging_contract_tests {
             dedupe_keys_make_one_message, claims_lease_due_messages_once_and_share_fairly,
             state_changes_are_compare_and_set, stuck_sending_messages_are_found_for_the_reconciler,
             inbound_messages_are_stored_once, consent_ledger_keeps_state_and_history,
-            channels_round_trip, caps_count_messages_to_a_number);
+            channels_round_trip, caps_count_messages_to_a_number,
+            conversations_follow_activity_and_threads_merge_both_ways);
     };
     (@each $make:path; $($name:ident),*) => {
         $(
@@ -408,5 +409,111 @@ pub async fn caps_count_messages_to_a_number<S: Store + MessagingStore + ?Sized>
         counted,
         [(t, "reminder".to_string())],
         "a message handed to the provider counts"
+    );
+}
+
+pub async fn conversations_follow_activity_and_threads_merge_both_ways<
+    S: Store + MessagingStore + ?Sized,
+>(
+    store: &S,
+) {
+    let o = org(store, "conv").await;
+    let c = channel_of(store, o.id).await;
+    let t0 = now();
+    let out = message(o.id, Some(c.id), "+12015550123", "o1", t0);
+    store.enqueue(&out).await.unwrap();
+    let first = store
+        .touch_conversation(o.id, "+12015550123", t0, false, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.status.as_str(), first.attention.as_deref()),
+        ("closed", None),
+        "our own text needs no one"
+    );
+    let t1 = t0 + SignedDuration::from_secs(60);
+    let reply = InboundMessage {
+        id: InboundId::new(),
+        org_id: o.id,
+        channel_id: c.id,
+        provider_message_id: "SMconv".into(),
+        from: "+12015550123".into(),
+        to: "+12015550100".into(),
+        body: "Cancel my appointment tomorrow".into(),
+        details: serde_json::json!({}),
+        received_at: t1,
+        processed_at: None,
+        outcome: None,
+    };
+    store.insert_inbound(&reply).await.unwrap();
+    let open = store
+        .touch_conversation(o.id, "+12015550123", t1, true, Some("possible opt-out"))
+        .await
+        .unwrap();
+    assert_eq!(open.id, first.id, "one conversation per number");
+    assert_eq!(
+        (
+            open.status.as_str(),
+            open.attention.as_deref(),
+            open.last_message_at
+        ),
+        ("open", Some("possible opt-out"), t1)
+    );
+    let older = store
+        .touch_conversation(o.id, "+12015550123", t0, false, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (older.status.as_str(), older.last_message_at),
+        ("open", t1),
+        "late news never rewinds it"
+    );
+    let other = store
+        .touch_conversation(o.id, "+12015550999", t0, true, None)
+        .await
+        .unwrap();
+    let list = store
+        .conversations(o.id, Some("open"), &PageRequest::first(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        list.items.iter().map(|c| c.id).collect::<Vec<_>>(),
+        [open.id],
+        "newest first"
+    );
+    let rest = store
+        .conversations(
+            o.id,
+            Some("open"),
+            &PageRequest::after(1, list.next.unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.items.iter().map(|c| c.id).collect::<Vec<_>>(),
+        [other.id]
+    );
+    let thread = store.thread(o.id, "+12015550123", 50).await.unwrap();
+    assert!(
+        matches!(&thread[..], [ThreadItem::Outbound(a), ThreadItem::Inbound(b)] if a.id == out.id && b.id == reply.id),
+        "{thread:?}"
+    );
+    store
+        .set_conversation_status(o.id, open.id, "closed")
+        .await
+        .unwrap();
+    let closed = store.conversation(o.id, open.id).await.unwrap();
+    assert_eq!((closed.status.as_str(), closed.attention), ("closed", None));
+    let stranger = org(store, "conv2").await;
+    assert!(matches!(
+        store.conversation(stranger.id, open.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(
+        store
+            .thread(stranger.id, "+12015550123", 50)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }

@@ -8,9 +8,9 @@ pub mod messaging;
 pub mod page;
 
 pub use messaging::{
-    AppStore, Channel, ChannelSettings, ChannelStore, ConsentEvent, ConsentStore, Enqueued,
-    InboundMessage, InboundStore, MessagingStore, OutboundMessage, OutboxStore, Received,
-    StateChange,
+    AppStore, Channel, ChannelSettings, ChannelStore, ConsentEvent, ConsentStore, Conversation,
+    ConversationStore, Enqueued, InboundMessage, InboundStore, MessagingStore, OutboundMessage,
+    OutboxStore, Received, StateChange, ThreadItem,
 };
 pub use page::{Cursor, Page, PageRequest};
 

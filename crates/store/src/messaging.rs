@@ -265,11 +265,84 @@ pub trait ConsentStore: Send + Sync {
 }
 
 /// Everything messaging needs of a backend.
-pub trait MessagingStore: ChannelStore + OutboxStore + InboundStore + ConsentStore {}
+pub trait MessagingStore:
+    ChannelStore + OutboxStore + InboundStore + ConsentStore + ConversationStore
+{
+}
 
-impl<T: ChannelStore + OutboxStore + InboundStore + ConsentStore> MessagingStore for T {}
+impl<T: ChannelStore + OutboxStore + InboundStore + ConsentStore + ConversationStore> MessagingStore
+    for T
+{
+}
 
 /// The whole store: records and messaging.
 pub trait AppStore: crate::Store + MessagingStore {}
 
 impl<T: crate::Store + MessagingStore + ?Sized> AppStore for T {}
+
+/// A conversation: everything sent to and received from one number in one organisation.
+/// Patients are attached by their phones (a household's shared number attaches several).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conversation {
+    pub id: domain::ids::ConversationId,
+    pub org_id: OrgId,
+    /// E.164.
+    pub phone: String,
+    /// `open` (needs the care team) or `closed`.
+    pub status: String,
+    /// Why staff should look: "possible opt-out", "may want to cancel the appointment"…
+    pub attention: Option<String>,
+    pub last_message_at: Timestamp,
+    pub created_at: Timestamp,
+}
+
+/// One message of a conversation, either way.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ThreadItem {
+    Inbound(InboundMessage),
+    Outbound(OutboundMessage),
+}
+
+impl ThreadItem {
+    pub fn at(&self) -> Timestamp {
+        match self {
+            ThreadItem::Inbound(m) => m.received_at,
+            ThreadItem::Outbound(m) => m.created_at,
+        }
+    }
+}
+
+#[async_trait]
+pub trait ConversationStore: Send + Sync {
+    /// Records activity on the conversation with `phone` (creating it): its last message
+    /// time, and `open` with `attention` when the care team should look.
+    async fn touch_conversation(
+        &self,
+        org: OrgId,
+        phone: &str,
+        at: Timestamp,
+        needs_team: bool,
+        attention: Option<&str>,
+    ) -> StoreResult<Conversation>;
+    /// Newest activity first; only `status` when given.
+    async fn conversations(
+        &self,
+        org: OrgId,
+        status: Option<&str>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Conversation>>;
+    async fn conversation(
+        &self,
+        org: OrgId,
+        id: domain::ids::ConversationId,
+    ) -> StoreResult<Conversation>;
+    /// Closes or reopens; closing clears the attention note.
+    async fn set_conversation_status(
+        &self,
+        org: OrgId,
+        id: domain::ids::ConversationId,
+        status: &str,
+    ) -> StoreResult<()>;
+    /// The last `limit` messages with `phone`, both ways, oldest first.
+    async fn thread(&self, org: OrgId, phone: &str, limit: u32) -> StoreResult<Vec<ThreadItem>>;
+}

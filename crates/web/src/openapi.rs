@@ -1,7 +1,8 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations and the domain types.
 
 use crate::api::{
-    appointments, channels, consent, locations, messages, organization, patients, providers, tokens,
+    appointments, channels, consent, conversations, locations, messages, organization, patients,
+    providers, tokens,
 };
 use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -18,6 +19,7 @@ use utoipa::{Modify, OpenApi};
         appointments::search, appointments::show, appointments::create, appointments::update,
         messages::send, messages::show, messages::find, messages::for_patient,
         consent::show, consent::change,
+        conversations::list, conversations::show, conversations::update,
         channels::list, channels::create, channels::update,
         tokens::list, tokens::create, tokens::revoke,
     ),

@@ -17,6 +17,7 @@ crate::both_backends!(
     help_is_answered_in_the_patients_language,
     bad_messages_and_channels_are_422_with_the_field,
     messaging_settings_change_the_required_replies_and_are_checked,
+    replies_open_conversations_for_the_care_team_with_the_right_flags,
 );
 
 const OUR_NUMBER: &str = "+12015550100";
@@ -517,5 +518,106 @@ async fn messaging_settings_change_the_required_replies_and_are_checked(app: &Te
         )
         .await;
     assert_eq!(got.0, StatusCode::UNPROCESSABLE_ENTITY, "{}", got.1);
+    sim.stop().await;
+}
+
+async fn replies_open_conversations_for_the_care_team_with_the_right_flags(app: &TestApp) {
+    let sim = simulator().await;
+    let c = channel(app, &sim, false).await;
+    let ana = patient(app, "201-555-0140", "en").await;
+    // A household: two patients share one number.
+    app.create_patient(json!({"names": [{"family": "Reyes", "given": ["Tomás"]}], "phones": [{"number": "201-555-0141"}]})).await;
+    app.create_patient(json!({"names": [{"family": "Reyes", "given": ["Lucía"]}], "phones": [{"number": "201-555-0141"}]})).await;
+    let url = inbound_url(app, &c);
+    for (from, body) in [
+        ("+12015550140", "Cancel my appointment tomorrow"),
+        ("+12015550141", "Can we come at 3 instead?"),
+        ("+12015550142", "Who is this?"),
+        ("+12015550143", "CANCEL"),
+    ] {
+        assert_eq!(
+            sim.send_inbound(&url, from, OUR_NUMBER, body, &[])
+                .await
+                .unwrap(),
+            200
+        );
+    }
+    let open = eventually(app, "/api/v1/conversations", |v| {
+        v["items"].as_array().is_some_and(|i| i.len() == 4)
+    })
+    .await;
+    let by_phone = |phone: &str| {
+        open["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["phone"] == phone)
+            .unwrap()
+            .clone()
+    };
+    let ana_conv = by_phone("+12015550140");
+    assert_eq!(ana_conv["patients"][0]["id"], ana["id"]);
+    assert_eq!(
+        ana_conv["attention"], "possible opt-out: read it before texting again",
+        "a keyword inside a sentence is for staff to decide"
+    );
+    let household = by_phone("+12015550141");
+    assert_eq!(
+        (
+            household["shared_number"].as_bool(),
+            household["patients"].as_array().unwrap().len()
+        ),
+        (Some(true), 2)
+    );
+    let stranger = by_phone("+12015550142");
+    assert_eq!(
+        (
+            stranger["unknown_sender"].as_bool(),
+            stranger["patients"].as_array().unwrap().len()
+        ),
+        (Some(true), 0)
+    );
+    let cancel = by_phone("+12015550143");
+    assert_eq!(
+        cancel["attention"],
+        "replied CANCEL: may want to cancel the appointment"
+    );
+    let (_, consent) = app.get("/api/v1/consent?phone=201-555-0143").await;
+    assert_eq!(
+        consent["scopes"][0]["status"], "opted_out",
+        "CANCEL is also an opt-out"
+    );
+
+    let id = ana_conv["id"].as_str().unwrap();
+    let (_, detail) = app.get(&format!("/api/v1/conversations/{id}")).await;
+    assert_eq!(detail["messages"][0]["direction"], "inbound");
+    assert_eq!(
+        detail["messages"][0]["body"],
+        "Cancel my appointment tomorrow"
+    );
+    let (status, closed) = app
+        .patch(
+            &format!("/api/v1/conversations/{id}"),
+            json!({"status": "closed"}),
+        )
+        .await;
+    assert_eq!(
+        (status, closed["status"].as_str(), &closed["attention"]),
+        (StatusCode::OK, Some("closed"), &Value::Null)
+    );
+    let (_, still_open) = app.get("/api/v1/conversations").await;
+    assert_eq!(still_open["items"].as_array().unwrap().len(), 3);
+    let got = app
+        .patch(
+            &format!("/api/v1/conversations/{id}"),
+            json!({"status": "archived"}),
+        )
+        .await;
+    assert_error(
+        &got,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_status",
+        Some("status"),
+    );
     sim.stop().await;
 }

@@ -38,6 +38,9 @@ const LEAST_ROLE: &[(&str, &str, Role)] = &[
     ("get", "/api/v1/messages/{id}", Role::Viewer),
     ("get", "/api/v1/consent", Role::Viewer),
     ("post", "/api/v1/consent", Role::Agent),
+    ("get", "/api/v1/conversations", Role::Viewer),
+    ("get", "/api/v1/conversations/{id}", Role::Viewer),
+    ("patch", "/api/v1/conversations/{id}", Role::Agent),
     ("get", "/api/v1/channels", Role::Manager),
     ("post", "/api/v1/channels", Role::Admin),
     ("patch", "/api/v1/channels/{id}", Role::Admin),
@@ -180,6 +183,19 @@ async fn another_organizations_records_are_404_on_every_route(app: &TestApp) {
         json!({"patient_id": pat["id"], "body": "Hello from B"}),
     )
     .await;
+    let (b_org, _) = (
+        app.store
+            .organization_by_slug("south-clinic")
+            .await
+            .unwrap(),
+        (),
+    );
+    let conv = app
+        .store
+        .touch_conversation(b_org.id, "+12015550177", jiff::Timestamp::now(), true, None)
+        .await
+        .unwrap();
+    let conv = json!({"id": conv.id.to_string()});
     // Each templated route gets organisation B's record for its {id}.
     let record_for = |template: &str| -> &Value {
         let segment = template
@@ -195,10 +211,11 @@ async fn another_organizations_records_are_404_on_every_route(app: &TestApp) {
             "tokens" => &tok,
             "channels" => &chan,
             "messages" => &msg,
+            "conversations" => &conv,
             _ => panic!("{template}: no organisation-B record to try it on; add one"),
         }
     };
-    let b_ids: Vec<String> = [&loc, &prov, &pat, &appt, &tok, &chan, &msg]
+    let b_ids: Vec<String> = [&loc, &prov, &pat, &appt, &tok, &chan, &msg, &conv]
         .iter()
         .map(|v| v["id"].as_str().unwrap().to_owned())
         .collect();
@@ -208,6 +225,8 @@ async fn another_organizations_records_are_404_on_every_route(app: &TestApp) {
             let body = (m == "patch").then(|| {
                 if path.starts_with("/api/v1/channels") {
                     json!({"settings": {"daily_cap": 1}})
+                } else if path.starts_with("/api/v1/conversations") {
+                    json!({"status": "closed"})
                 } else {
                     json!({"name": "hijacked", "display_name": "hijacked", "status": "cancelled"})
                 }
@@ -219,6 +238,7 @@ async fn another_organizations_records_are_404_on_every_route(app: &TestApp) {
             let url = match path.as_str() {
                 "/api/v1/messages" => format!("{path}?patient_id={}", pat["id"].as_str().unwrap()),
                 "/api/v1/consent" => format!("{path}?phone=201-555-0177"),
+                "/api/v1/conversations" => format!("{path}?status=all"),
                 _ => path.clone(),
             };
             let (status, body) = app.get(&url).await;

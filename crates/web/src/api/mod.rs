@@ -3,6 +3,7 @@
 pub(crate) mod appointments;
 pub(crate) mod channels;
 pub(crate) mod consent;
+pub(crate) mod conversations;
 pub(crate) mod locations;
 pub(crate) mod messages;
 pub(crate) mod organization;
@@ -54,6 +55,11 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/messages", get(messages::find).post(messages::send))
         .route("/messages/{id}", get(messages::show))
         .route("/consent", get(consent::show).post(consent::change))
+        .route("/conversations", get(conversations::list))
+        .route(
+            "/conversations/{id}",
+            get(conversations::show).patch(conversations::update),
+        )
         .route("/channels", get(channels::list).post(channels::create))
         .route("/channels/{id}", axum::routing::patch(channels::update))
         .route("/tokens", get(tokens::list).post(tokens::create))
