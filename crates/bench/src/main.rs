@@ -217,9 +217,64 @@ async fn prepare_database(
     Ok((store, raw))
 }
 
+/// CPU seconds (user + system) a process has used, from /proc/PID/stat (Linux).
+fn cpu_secs_of(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0) // USER_HZ is 100 on Linux
+}
+
+/// CPU seconds used so far by this process and by all PostgreSQL server processes on this
+/// machine (which includes whatever else the server is doing).
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    bench: f64,
+    postgres: f64,
+}
+
+impl Cpu {
+    fn now() -> Cpu {
+        let mut postgres = 0.0;
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Some(pid) = name
+                    .to_str()
+                    .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                else {
+                    continue;
+                };
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                if comm.trim() == "postgres" {
+                    postgres += cpu_secs_of(pid).unwrap_or(0.0);
+                }
+            }
+        }
+        Cpu {
+            bench: cpu_secs_of("self").unwrap_or(0.0),
+            postgres,
+        }
+    }
+
+    fn since(self, start: Cpu) -> Cpu {
+        Cpu {
+            bench: self.bench - start.bench,
+            // Server processes that exit meanwhile take their CPU time with them.
+            postgres: (self.postgres - start.postgres).max(0.0),
+        }
+    }
+
+    fn total(&self) -> f64 {
+        self.bench + self.postgres
+    }
+}
+
 /// A timed insert run.
 struct Run {
     secs: f64,
+    cpu: Cpu,
     patients: usize,
     rows: usize,
 }
@@ -240,12 +295,21 @@ impl Run {
             "rows": self.rows,
             "patients_per_s": self.patients_per_s().round(),
             "rows_per_s": self.rows_per_s().round(),
+            "cpu_secs_bench": round3(self.cpu.bench),
+            "cpu_secs_postgres": round3(self.cpu.postgres),
         })
     }
 
-    fn line(&self, what: &str) -> String {
+    fn line(&self, what: &str, backend: Backend) -> String {
+        let cpu = match backend {
+            Backend::Sqlite => format!("CPU {:.1} s", self.cpu.bench),
+            Backend::Postgres => format!(
+                "CPU {:.1} s here + {:.1} s in postgres",
+                self.cpu.bench, self.cpu.postgres
+            ),
+        };
         format!(
-            "{what:<36} {} patients in {:.1} s = {:>9} patients/s ({} table rows/s)",
+            "{what:<36} {} patients in {:.1} s = {:>9} patients/s ({} table rows/s; {cpu})",
             grouped(self.patients as u64),
             self.secs,
             grouped(self.patients_per_s() as u64),
@@ -294,32 +358,32 @@ async fn run_baseline(
 ) -> anyhow::Result<(Run, [i64; 4])> {
     let (store, raw) = prepare_database(backend, url, &data.org).await?;
     let n = data.patients.len();
-    let (elapsed, rows) = match &raw {
+    let (elapsed, cpu, rows) = match &raw {
         Raw::Sqlite(pool) => {
             let batches = baseline::prepare_sqlite(&data.patients, batch);
             let rows = batches.iter().map(baseline::Batch::rows).sum();
             raw.settle().await;
             let mut progress = Progress::new("baseline", n);
-            let (mut done, start) = (0, Instant::now());
+            let (mut done, cpu, start) = (0, Cpu::now(), Instant::now());
             for b in &batches {
                 baseline::insert_sqlite(pool, b).await?;
                 done += b.patients();
                 progress.at(done);
             }
-            (start.elapsed(), rows)
+            (start.elapsed(), Cpu::now().since(cpu), rows)
         }
         Raw::Postgres(pool) => {
             let batches = baseline::prepare_pg(&data.patients, batch);
             let rows = batches.iter().map(baseline::Batch::rows).sum();
             raw.settle().await;
             let mut progress = Progress::new("baseline", n);
-            let (mut done, start) = (0, Instant::now());
+            let (mut done, cpu, start) = (0, Cpu::now(), Instant::now());
             for b in &batches {
                 baseline::insert_pg(pool, b).await?;
                 done += b.patients();
                 progress.at(done);
             }
-            (start.elapsed(), rows)
+            (start.elapsed(), Cpu::now().since(cpu), rows)
         }
     };
     let counts = raw.counts().await?;
@@ -327,6 +391,7 @@ async fn run_baseline(
     Ok((
         Run {
             secs: elapsed.as_secs_f64(),
+            cpu,
             patients: n,
             rows,
         },
@@ -345,7 +410,7 @@ async fn run_store(
     let n = data.patients.len();
     raw.settle().await;
     let mut progress = Progress::new("store", n);
-    let (mut done, start) = (0, Instant::now());
+    let (mut done, cpu, start) = (0, Cpu::now(), Instant::now());
     for chunk in data.patients.chunks(batch) {
         store
             .insert_patients(chunk)
@@ -355,12 +420,14 @@ async fn run_store(
         progress.at(done);
     }
     let elapsed = start.elapsed();
+    let cpu = Cpu::now().since(cpu);
     let counts = raw.counts().await?;
     let size = raw.size_bytes().await?;
     store.close().await;
     Ok((
         Run {
             secs: elapsed.as_secs_f64(),
+            cpu,
             patients: n,
             rows,
         },
@@ -785,13 +852,16 @@ async fn main() -> anyhow::Result<()> {
     if !args.search_only {
         let (base, base_counts) =
             run_baseline(args.backend, &dbs.baseline_url, &data, args.batch).await?;
-        println!("{}", base.line("  baseline (plain batched INSERTs):"));
+        println!(
+            "{}",
+            base.line("  baseline (plain batched INSERTs):", args.backend)
+        );
         if !args.keep_baseline {
             dbs.drop_baseline().await?;
         }
         let (run, counts, size) =
             run_store(args.backend, &dbs.store_url, &data, args.batch, rows).await?;
-        println!("{}", run.line("  store (insert_patients):"));
+        println!("{}", run.line("  store (insert_patients):", args.backend));
         if counts != base_counts {
             bail!("the store wrote {counts:?} rows per table, the baseline {base_counts:?}");
         }
@@ -799,9 +869,11 @@ async fn main() -> anyhow::Result<()> {
             bail!("expected {rows} rows in all, found {counts:?}");
         }
         let ratio = run.rows_per_s() / base.rows_per_s();
+        // The same ratio in CPU time, which other load on the machine disturbs much less.
+        let cpu_ratio = base.cpu.total() / run.cpu.total();
         inserts_pass = ratio >= RATIO_GOAL;
         println!(
-            "  ratio store/baseline: {ratio:.2} (goal >= {RATIO_GOAL}: {}); rows per table {counts:?}",
+            "  ratio store/baseline: {ratio:.2} (goal >= {RATIO_GOAL}: {}); in CPU time {cpu_ratio:.2}; rows per table {counts:?}",
             verdict(inserts_pass)
         );
         store_size = Some(size);
@@ -809,6 +881,7 @@ async fn main() -> anyhow::Result<()> {
             "baseline": base.json(),
             "store": run.json(),
             "ratio": round3(ratio),
+            "cpu_ratio": round3(cpu_ratio),
             "goal": RATIO_GOAL,
             "pass": inserts_pass,
             "rows_per_table": counts,

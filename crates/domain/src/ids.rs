@@ -58,3 +58,4 @@ id_type!(MessageId);
 id_type!(InboundId);
 id_type!(ConsentEventId);
 id_type!(ConversationId);
+id_type!(MediaId);

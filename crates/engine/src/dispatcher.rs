@@ -194,8 +194,10 @@ impl Engine {
                     MessageState::Sent.as_str(),
                     now,
                 );
-                c.provider_message_id = Some(accepted.provider_message_id);
+                c.provider_message_id = Some(accepted.provider_message_id.clone());
                 self.store.change_state(&c).await?;
+                self.apply_early_statuses(&accepted.provider_message_id)
+                    .await?;
                 self.store
                     .touch_conversation(org.id, &m.to, now, false, None)
                     .await?;
@@ -691,15 +693,62 @@ impl Engine {
                     c
                 }
             };
+            let recorded = change.provider_message_id.clone();
             if self.store.change_state(&change).await? {
                 settled += 1;
+                if let Some(sid) = recorded {
+                    self.apply_early_statuses(&sid).await?;
+                }
             }
         }
         Ok(settled)
     }
 
     /// Applies a provider's status report; out-of-order reports never move a message back.
+    /// A report can arrive before the send's own answer has recorded the provider's id: it
+    /// is kept, and applied as soon as the id is recorded (whichever side comes second
+    /// applies it, so none is lost).
     pub async fn apply_provider_status(
+        &self,
+        provider_message_id: &str,
+        status: &str,
+        error_code: Option<u32>,
+    ) -> Result<bool, EngineError> {
+        match self
+            .advance_by_provider_id(provider_message_id, status, error_code)
+            .await
+        {
+            Err(EngineError::Store(StoreError::NotFound)) => {
+                self.store
+                    .save_early_status(provider_message_id, status, error_code, self.clock.now())
+                    .await?;
+                match self
+                    .store
+                    .outbound_by_provider_id(provider_message_id)
+                    .await
+                {
+                    Ok(_) => {
+                        self.apply_early_statuses(provider_message_id).await?;
+                        Ok(true)
+                    }
+                    Err(StoreError::NotFound) => Ok(false),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Applies the reports kept for a provider id that is now recorded.
+    pub async fn apply_early_statuses(&self, provider_message_id: &str) -> Result<(), EngineError> {
+        for (status, code) in self.store.take_early_statuses(provider_message_id).await? {
+            self.advance_by_provider_id(provider_message_id, &status, code)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn advance_by_provider_id(
         &self,
         provider_message_id: &str,
         status: &str,
@@ -719,12 +768,9 @@ impl Engine {
                 return Ok(false);
             };
             let mut c = StateChange::new(m.id, current.as_str(), to.as_str(), self.clock.now());
-            if error_code.is_some() {
-                c.error_code = error_code;
-                c.reason = Some(format!(
-                    "the carrier reported error {}",
-                    error_code.unwrap_or_default()
-                ));
+            if let Some(code) = error_code {
+                c.error_code = Some(code);
+                c.reason = Some(format!("the carrier reported error {code}"));
             }
             if self.store.change_state(&c).await? {
                 return Ok(true);

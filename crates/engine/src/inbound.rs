@@ -66,6 +66,7 @@ impl Engine {
         let pending = self.store.unprocessed_inbound(100).await?;
         let n = pending.len();
         for m in pending {
+            self.fetch_media(&m).await?;
             let outcome = self.route(&m).await?;
             let (needs_team, attention) = match outcome.as_str() {
                 "inbox:possible_opt_out" => {
@@ -314,5 +315,58 @@ impl Engine {
                 _ = stop.changed() => {}
             }
         }
+    }
+}
+
+impl Engine {
+    /// Fetches and stores the pictures of an MMS (insurance cards, photos) so staff see
+    /// them with the message. A failed fetch is logged and skipped: the text still routes.
+    async fn fetch_media(&self, m: &InboundMessage) -> Result<(), EngineError> {
+        let count: u32 = m
+            .details
+            .get("NumMedia")
+            .and_then(|v| v.as_str())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if count == 0 {
+            return Ok(());
+        }
+        let channel = self.store.channel(m.channel_id).await?;
+        let token = self.auth_token(&channel)?;
+        for position in 0..count.min(10) {
+            let Some(url) = m
+                .details
+                .get(format!("MediaUrl{position}"))
+                .and_then(|v| v.as_str())
+            else {
+                continue;
+            };
+            match channels::twilio::media::fetch(
+                &self.http,
+                url,
+                &channel.account_sid,
+                &token,
+                channels::twilio::media::MAX_MEDIA_BYTES,
+            )
+            .await
+            {
+                Ok((content_type, data)) => {
+                    let media = store::InboundMedia {
+                        id: domain::ids::MediaId::new(),
+                        org_id: m.org_id,
+                        inbound_id: m.id,
+                        position,
+                        content_type,
+                        data,
+                        fetched_at: self.clock.now(),
+                    };
+                    self.store.insert_media(&media).await?;
+                }
+                Err(e) => {
+                    tracing::warn!(message = %m.id, position, error = %e, "inbound media not stored")
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -59,6 +59,8 @@ pub struct Engine {
     pub outbox_ready: Notify,
     /// Woken when an inbound message is stored.
     pub inbound_ready: Notify,
+    /// Fetches inbound MMS media.
+    pub(crate) http: reqwest::Client,
 }
 
 impl Engine {
@@ -77,6 +79,7 @@ impl Engine {
             pacing: Mutex::new(HashMap::new()),
             outbox_ready: Notify::new(),
             inbound_ready: Notify::new(),
+            http: reqwest::Client::new(),
         })
     }
 

@@ -424,3 +424,46 @@ async fn automatic_replies_to_one_number_are_limited_per_hour() {
         "an hour later replies flow again"
     );
 }
+
+#[tokio::test]
+async fn a_delivery_receipt_that_arrives_before_the_send_is_recorded_is_not_lost() {
+    let clock = Arc::new(FixedClock::new(at("2026-11-25T15:00:00Z")));
+    let w = world(clock.clone(), Faults::default(), |_| {}).await;
+    let m = message(
+        &w.org,
+        "+12015550123",
+        "staff_message",
+        "early",
+        clock.now(),
+    );
+    w.store.enqueue(&m).await.unwrap();
+    let mut sending = store::StateChange::new(m.id, "queued", "sending", clock.now());
+    sending.count_attempt = true;
+    w.store.change_state(&sending).await.unwrap();
+    // The provider's callbacks outrun the answer to our own request.
+    assert!(
+        !w.engine
+            .apply_provider_status("SMearly", "sent", None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !w.engine
+            .apply_provider_status("SMearly", "delivered", None)
+            .await
+            .unwrap()
+    );
+    let mut sent = store::StateChange::new(m.id, "sending", "sent", clock.now());
+    sent.provider_message_id = Some("SMearly".into());
+    w.store.change_state(&sent).await.unwrap();
+    w.engine.apply_early_statuses("SMearly").await.unwrap();
+    assert_eq!(state(&w, m.id).await.state, "delivered");
+    assert!(
+        w.store
+            .take_early_statuses("SMearly")
+            .await
+            .unwrap()
+            .is_empty(),
+        "applied once, then gone"
+    );
+}

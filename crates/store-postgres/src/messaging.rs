@@ -188,6 +188,24 @@ RETURNING o.*";
 
 #[async_trait]
 impl OutboxStore for PostgresStore {
+    async fn save_early_status(
+        &self,
+        provider_message_id: &str,
+        status: &str,
+        error_code: Option<u32>,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        self.save_early_status_impl(provider_message_id, status, error_code, at)
+            .await
+    }
+
+    async fn take_early_statuses(
+        &self,
+        provider_message_id: &str,
+    ) -> StoreResult<Vec<(String, Option<u32>)>> {
+        self.take_early_statuses_impl(provider_message_id).await
+    }
+
     async fn enqueue(&self, m: &OutboundMessage) -> StoreResult<Enqueued> {
         let mut tx = self.write().await?;
         let inserted = sqlx::query(
@@ -749,5 +767,125 @@ impl store::ConversationStore for PostgresStore {
         items.sort_by_key(|i| i.at());
         let excess = items.len().saturating_sub(limit as usize);
         Ok(items.split_off(excess))
+    }
+}
+
+#[async_trait]
+impl store::MediaStore for PostgresStore {
+    async fn insert_media(&self, m: &store::InboundMedia) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO inbound_media (id, org_id, inbound_id, position, content_type, size, data, fetched_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (inbound_id, position) DO NOTHING",
+        )
+        .bind(m.id.0)
+        .bind(m.org_id.0)
+        .bind(m.inbound_id.0)
+        .bind(i64::from(m.position))
+        .bind(&m.content_type)
+        .bind(i64::try_from(m.data.len()).unwrap_or(i64::MAX))
+        .bind(&m.data)
+        .bind(pg_instant(m.fetched_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn media(
+        &self,
+        org: OrgId,
+        id: domain::ids::MediaId,
+    ) -> StoreResult<store::InboundMedia> {
+        let row = sqlx::query("SELECT * FROM inbound_media WHERE org_id = $1 AND id = $2")
+            .bind(org.0)
+            .bind(id.0)
+            .fetch_one(self.read())
+            .await
+            .map_err(db)?;
+        let position: i64 = row.try_get("position").map_err(db)?;
+        Ok(store::InboundMedia {
+            id: domain::ids::MediaId(row.try_get("id").map_err(db)?),
+            org_id: OrgId(row.try_get("org_id").map_err(db)?),
+            inbound_id: InboundId(row.try_get("inbound_id").map_err(db)?),
+            position: u32::try_from(position).unwrap_or(0),
+            content_type: row.try_get("content_type").map_err(db)?,
+            data: row.try_get("data").map_err(db)?,
+            fetched_at: at(&row, "fetched_at")?,
+        })
+    }
+
+    async fn media_of(
+        &self,
+        org: OrgId,
+        inbound: InboundId,
+    ) -> StoreResult<Vec<(domain::ids::MediaId, u32, String, u64)>> {
+        let rows = sqlx::query("SELECT id, position, content_type, size FROM inbound_media WHERE org_id = $1 AND inbound_id = $2 ORDER BY position")
+            .bind(org.0)
+            .bind(inbound.0)
+            .fetch_all(self.read())
+            .await
+            .map_err(db)?;
+        rows.into_iter()
+            .map(|r| {
+                let position: i64 = r.try_get("position").map_err(db)?;
+                let size: i64 = r.try_get("size").map_err(db)?;
+                Ok((
+                    domain::ids::MediaId(r.try_get("id").map_err(db)?),
+                    u32::try_from(position).unwrap_or(0),
+                    r.try_get("content_type").map_err(db)?,
+                    u64::try_from(size).unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
+}
+
+impl PostgresStore {
+    pub(crate) async fn save_early_status_impl(
+        &self,
+        sid: &str,
+        status: &str,
+        code: Option<u32>,
+        when: Timestamp,
+    ) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        sqlx::query("INSERT INTO early_status_reports (id, provider_message_id, status, error_code, received_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(Uuid::now_v7())
+            .bind(sid)
+            .bind(status)
+            .bind(code.map(i64::from))
+            .bind(pg_instant(when))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    pub(crate) async fn take_early_statuses_impl(
+        &self,
+        sid: &str,
+    ) -> StoreResult<Vec<(String, Option<u32>)>> {
+        let mut tx = self.write().await?;
+        let rows = sqlx::query("DELETE FROM early_status_reports WHERE provider_message_id = $1 RETURNING status, error_code, id")
+            .bind(sid)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        let mut out = rows
+            .into_iter()
+            .map(|r| {
+                let id: Uuid = r.try_get("id").map_err(db)?;
+                let code: Option<i64> = r.try_get("error_code").map_err(db)?;
+                Ok((
+                    id,
+                    r.try_get::<String, _>("status").map_err(db)?,
+                    code.and_then(|c| u32::try_from(c).ok()),
+                ))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        out.sort_by_key(|(id, _, _)| *id);
+        Ok(out.into_iter().map(|(_, s, c)| (s, c)).collect())
     }
 }

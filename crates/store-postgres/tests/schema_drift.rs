@@ -40,6 +40,7 @@ fn sqlite_class(declared: &str) -> Result<&'static str, String> {
         "DATE" => "date",
         "JSON" => "json",
         "BOOLEAN" => "boolean",
+        "BLOB" => "bytes",
         _ => return Err(unknown(declared)),
     })
 }
@@ -53,6 +54,7 @@ fn pg_class(type_name: &str) -> Result<&'static str, String> {
         "date" => "date",
         "jsonb" | "json" => "json",
         "bool" => "boolean",
+        "bytea" => "bytes",
         _ => return Err(unknown(type_name)),
     })
 }

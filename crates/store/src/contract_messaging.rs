@@ -15,7 +15,7 @@ macro_rules! messaging_contract_tests {
             state_changes_are_compare_and_set, stuck_sending_messages_are_found_for_the_reconciler,
             inbound_messages_are_stored_once, consent_ledger_keeps_state_and_history,
             channels_round_trip, caps_count_messages_to_a_number,
-            conversations_follow_activity_and_threads_merge_both_ways);
+            conversations_follow_activity_and_threads_merge_both_ways, media_is_kept_with_its_message);
     };
     (@each $make:path; $($name:ident),*) => {
         $(
@@ -516,4 +516,54 @@ pub async fn conversations_follow_activity_and_threads_merge_both_ways<
             .unwrap()
             .is_empty()
     );
+}
+
+pub async fn media_is_kept_with_its_message<S: Store + MessagingStore + ?Sized>(store: &S) {
+    let o = org(store, "media").await;
+    let c = channel_of(store, o.id).await;
+    let m = InboundMessage {
+        id: InboundId::new(),
+        org_id: o.id,
+        channel_id: c.id,
+        provider_message_id: "MMmedia".into(),
+        from: "+12015550123".into(),
+        to: "+12015550100".into(),
+        body: "My insurance card".into(),
+        details: serde_json::json!({"NumMedia": "2"}),
+        received_at: now(),
+        processed_at: None,
+        outcome: None,
+    };
+    store.insert_inbound(&m).await.unwrap();
+    let card = InboundMedia {
+        id: domain::ids::MediaId::new(),
+        org_id: o.id,
+        inbound_id: m.id,
+        position: 1,
+        content_type: "image/jpeg".into(),
+        data: vec![0xFF, 0xD8, 0xFF, 0x00, 0x01],
+        fetched_at: now(),
+    };
+    store.insert_media(&card).await.unwrap();
+    let again = InboundMedia {
+        id: domain::ids::MediaId::new(),
+        data: vec![1, 2, 3],
+        ..card.clone()
+    };
+    store.insert_media(&again).await.unwrap();
+    assert_eq!(
+        store.media(o.id, card.id).await.unwrap(),
+        card,
+        "bytes kept exactly; a second fetch changes nothing"
+    );
+    assert_eq!(
+        store.media_of(o.id, m.id).await.unwrap(),
+        vec![(card.id, 1, "image/jpeg".to_string(), 5)]
+    );
+    let other = org(store, "media2").await;
+    assert!(matches!(
+        store.media(other.id, card.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(store.media_of(other.id, m.id).await.unwrap().is_empty());
 }

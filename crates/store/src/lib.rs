@@ -9,8 +9,8 @@ pub mod page;
 
 pub use messaging::{
     AppStore, Channel, ChannelSettings, ChannelStore, ConsentEvent, ConsentStore, Conversation,
-    ConversationStore, Enqueued, InboundMessage, InboundStore, MessagingStore, OutboundMessage,
-    OutboxStore, Received, StateChange, ThreadItem,
+    ConversationStore, Enqueued, InboundMedia, InboundMessage, InboundStore, MediaStore,
+    MessagingStore, OutboundMessage, OutboxStore, Received, StateChange, ThreadItem,
 };
 pub use page::{Cursor, Page, PageRequest};
 

@@ -187,6 +187,19 @@ pub trait OutboxStore: Send + Sync {
     ) -> StoreResult<Vec<(Timestamp, String)>>;
     /// Messages from `channel` handed to the provider at or after `since` (daily caps).
     async fn sent_by_channel(&self, channel: ChannelId, since: Timestamp) -> StoreResult<u64>;
+    /// Keeps a delivery receipt whose provider id no outbound message carries yet.
+    async fn save_early_status(
+        &self,
+        provider_message_id: &str,
+        status: &str,
+        error_code: Option<u32>,
+        at: Timestamp,
+    ) -> StoreResult<()>;
+    /// Removes and returns the receipts kept for this provider id, oldest first.
+    async fn take_early_statuses(
+        &self,
+        provider_message_id: &str,
+    ) -> StoreResult<Vec<(String, Option<u32>)>>;
     /// Pending (`scheduled`/`queued`) messages of `org` to `to` in `programmes` (all when empty).
     async fn pending_to_number(&self, org: OrgId, to: &str) -> StoreResult<Vec<OutboundMessage>>;
 }
@@ -266,12 +279,12 @@ pub trait ConsentStore: Send + Sync {
 
 /// Everything messaging needs of a backend.
 pub trait MessagingStore:
-    ChannelStore + OutboxStore + InboundStore + ConsentStore + ConversationStore
+    ChannelStore + OutboxStore + InboundStore + ConsentStore + ConversationStore + MediaStore
 {
 }
 
-impl<T: ChannelStore + OutboxStore + InboundStore + ConsentStore + ConversationStore> MessagingStore
-    for T
+impl<T> MessagingStore for T where
+    T: ChannelStore + OutboxStore + InboundStore + ConsentStore + ConversationStore + MediaStore
 {
 }
 
@@ -345,4 +358,30 @@ pub trait ConversationStore: Send + Sync {
     ) -> StoreResult<()>;
     /// The last `limit` messages with `phone`, both ways, oldest first.
     async fn thread(&self, org: OrgId, phone: &str, limit: u32) -> StoreResult<Vec<ThreadItem>>;
+}
+
+/// A picture (or other attachment) a patient sent, as fetched from the provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundMedia {
+    pub id: domain::ids::MediaId,
+    pub org_id: OrgId,
+    pub inbound_id: InboundId,
+    /// Its place among the message's attachments (Twilio's `MediaUrl{N}`).
+    pub position: u32,
+    pub content_type: String,
+    pub data: Vec<u8>,
+    pub fetched_at: Timestamp,
+}
+
+#[async_trait]
+pub trait MediaStore: Send + Sync {
+    /// Stores an attachment once (a second fetch of the same position changes nothing).
+    async fn insert_media(&self, media: &InboundMedia) -> StoreResult<()>;
+    async fn media(&self, org: OrgId, id: domain::ids::MediaId) -> StoreResult<InboundMedia>;
+    /// The attachments of a message, without their bytes: (id, position, content type, size).
+    async fn media_of(
+        &self,
+        org: OrgId,
+        inbound: InboundId,
+    ) -> StoreResult<Vec<(domain::ids::MediaId, u32, String, u64)>>;
 }

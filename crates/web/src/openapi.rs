@@ -1,8 +1,8 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations and the domain types.
 
 use crate::api::{
-    appointments, channels, consent, conversations, locations, messages, organization, patients,
-    providers, tokens,
+    appointments, channels, consent, conversations, locations, media, messages, organization,
+    patients, providers, tokens,
 };
 use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -20,6 +20,7 @@ use utoipa::{Modify, OpenApi};
         messages::send, messages::show, messages::find, messages::for_patient,
         consent::show, consent::change,
         conversations::list, conversations::show, conversations::update,
+        media::show,
         channels::list, channels::create, channels::update,
         tokens::list, tokens::create, tokens::revoke,
     ),

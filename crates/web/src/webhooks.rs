@@ -150,14 +150,11 @@ pub(crate) async fn status(
         ));
     };
     let code = get("ErrorCode").and_then(|c| c.parse().ok());
-    match state.engine.apply_provider_status(sid, status, code).await {
-        Ok(_) => {}
-        Err(engine::EngineError::Store(StoreError::NotFound)) => {
-            // A receipt for a message we did not send through this server: acknowledged,
-            // so the provider does not retry, and logged without its content.
-            tracing::warn!("status callback for an unknown message");
-        }
-        Err(e) => return Err(crate::error::from_engine(e)),
-    }
+    // A receipt for a message whose id is not recorded yet is kept and applied when it is.
+    state
+        .engine
+        .apply_provider_status(sid, status, code)
+        .await
+        .map_err(crate::error::from_engine)?;
     Ok(twiml())
 }

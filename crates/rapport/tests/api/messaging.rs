@@ -18,6 +18,7 @@ crate::both_backends!(
     bad_messages_and_channels_are_422_with_the_field,
     messaging_settings_change_the_required_replies_and_are_checked,
     replies_open_conversations_for_the_care_team_with_the_right_flags,
+    pictures_patients_text_are_fetched_and_shown_to_staff,
 );
 
 const OUR_NUMBER: &str = "+12015550100";
@@ -618,6 +619,58 @@ async fn replies_open_conversations_for_the_care_team_with_the_right_flags(app: 
         StatusCode::UNPROCESSABLE_ENTITY,
         "invalid_status",
         Some("status"),
+    );
+    sim.stop().await;
+}
+
+async fn pictures_patients_text_are_fetched_and_shown_to_staff(app: &TestApp) {
+    let sim = simulator().await;
+    let c = channel(app, &sim, false).await;
+    patient(app, "201-555-0150", "en").await;
+    let card = sim.media_url("insurance-card.png");
+    let status = sim
+        .send_inbound(
+            &inbound_url(app, &c),
+            "+12015550150",
+            OUR_NUMBER,
+            "Here is my insurance card",
+            &[(card.as_str(), "image/png")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let list = eventually(app, "/api/v1/conversations", |v| {
+        v["items"].as_array().is_some_and(|i| !i.is_empty())
+    })
+    .await;
+    let id = list["items"][0]["id"].as_str().unwrap().to_owned();
+    let detail = eventually(app, &format!("/api/v1/conversations/{id}"), |v| {
+        v["messages"][0]["media"]
+            .as_array()
+            .is_some_and(|m| !m.is_empty())
+    })
+    .await;
+    let media = &detail["messages"][0]["media"][0];
+    assert_eq!(media["content_type"], "image/png");
+    let res = app
+        .client
+        .get(format!(
+            "{}/api/v1/media/{}",
+            app.base,
+            media["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-type"], "image/png");
+    assert_eq!(res.headers()["cache-control"], "private, no-store");
+    let bytes = res.bytes().await.unwrap();
+    assert_eq!(bytes.len() as u64, media["size"].as_u64().unwrap());
+    assert!(
+        bytes.starts_with(b"\x89PNG"),
+        "the picture itself, fetched with the channel's credentials"
     );
     sim.stop().await;
 }

@@ -41,6 +41,7 @@ const LEAST_ROLE: &[(&str, &str, Role)] = &[
     ("get", "/api/v1/conversations", Role::Viewer),
     ("get", "/api/v1/conversations/{id}", Role::Viewer),
     ("patch", "/api/v1/conversations/{id}", Role::Agent),
+    ("get", "/api/v1/media/{id}", Role::Viewer),
     ("get", "/api/v1/channels", Role::Manager),
     ("post", "/api/v1/channels", Role::Admin),
     ("patch", "/api/v1/channels/{id}", Role::Admin),
@@ -196,6 +197,31 @@ async fn another_organizations_records_are_404_on_every_route(app: &TestApp) {
         .await
         .unwrap();
     let conv = json!({"id": conv.id.to_string()});
+    let b_inbound = store::InboundMessage {
+        id: domain::ids::InboundId::new(),
+        org_id: b_org.id,
+        channel_id: chan["id"].as_str().unwrap().parse().unwrap(),
+        provider_message_id: "MMorgb".into(),
+        from: "+12015550177".into(),
+        to: "+12015550188".into(),
+        body: String::new(),
+        details: json!({}),
+        received_at: jiff::Timestamp::now(),
+        processed_at: None,
+        outcome: None,
+    };
+    app.store.insert_inbound(&b_inbound).await.unwrap();
+    let b_media = store::InboundMedia {
+        id: domain::ids::MediaId::new(),
+        org_id: b_org.id,
+        inbound_id: b_inbound.id,
+        position: 0,
+        content_type: "image/png".into(),
+        data: vec![1, 2, 3],
+        fetched_at: jiff::Timestamp::now(),
+    };
+    app.store.insert_media(&b_media).await.unwrap();
+    let media = json!({"id": b_media.id.to_string()});
     // Each templated route gets organisation B's record for its {id}.
     let record_for = |template: &str| -> &Value {
         let segment = template
@@ -212,6 +238,7 @@ async fn another_organizations_records_are_404_on_every_route(app: &TestApp) {
             "channels" => &chan,
             "messages" => &msg,
             "conversations" => &conv,
+            "media" => &media,
             _ => panic!("{template}: no organisation-B record to try it on; add one"),
         }
     };

@@ -55,8 +55,17 @@ pub struct ThreadMessage {
     pub state: Option<String>,
     /// Outbound: why it failed, was suppressed or waits.
     pub reason: Option<String>,
+    /// Inbound: the pictures it carried, at `/api/v1/media/{id}`.
+    pub media: Vec<MediaRef>,
     #[schema(value_type = String, format = DateTime)]
     pub at: Timestamp,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MediaRef {
+    pub id: domain::ids::MediaId,
+    pub content_type: String,
+    pub size: u64,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -157,12 +166,23 @@ pub(crate) async fn show(
         "conversation",
     )?;
     let thread = s.store.thread(caller.org.id, &c.phone, 100).await?;
-    let messages = thread
-        .into_iter()
-        .map(|item| match item {
+    let mut messages = Vec::with_capacity(thread.len());
+    for item in thread {
+        messages.push(match item {
             ThreadItem::Inbound(m) => ThreadMessage {
                 direction: "inbound".into(),
                 id: m.id.to_string(),
+                media: s
+                    .store
+                    .media_of(caller.org.id, m.id)
+                    .await?
+                    .into_iter()
+                    .map(|(id, _, content_type, size)| MediaRef {
+                        id,
+                        content_type,
+                        size,
+                    })
+                    .collect(),
                 body: m.body,
                 state: m.outcome,
                 reason: None,
@@ -174,10 +194,11 @@ pub(crate) async fn show(
                 body: m.body,
                 state: Some(m.state),
                 reason: m.reason.filter(|r| !r.is_empty()),
+                media: vec![],
                 at: m.created_at,
             },
-        })
-        .collect();
+        });
+    }
     Ok(Json(ConversationDetail {
         conversation: view(&s, &caller.org, c).await?,
         messages,

@@ -5,6 +5,7 @@ pub(crate) mod channels;
 pub(crate) mod consent;
 pub(crate) mod conversations;
 pub(crate) mod locations;
+pub(crate) mod media;
 pub(crate) mod messages;
 pub(crate) mod organization;
 pub(crate) mod patients;
@@ -56,6 +57,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/messages/{id}", get(messages::show))
         .route("/consent", get(consent::show).post(consent::change))
         .route("/conversations", get(conversations::list))
+        .route("/media/{id}", get(media::show))
         .route(
             "/conversations/{id}",
             get(conversations::show).patch(conversations::update),
