@@ -290,20 +290,43 @@ impl Engine {
             &self.programme_name(org),
             &help,
         );
+        let mut welcome = self.system_message(
+            org,
+            &m.to,
+            MessageKind::Welcome,
+            "welcome",
+            body,
+            format!("welcome:{}", m.to),
+        );
+        welcome.channel_id = Some(channel.id);
+        welcome.patient_id = m.patient_id;
+        Ok(self.store.enqueue(&welcome).await?)
+    }
+
+    /// A message Rapport writes itself (a welcome, a keyword reply), queued to go now.
+    pub(crate) fn system_message(
+        &self,
+        org: &Organization,
+        to: &str,
+        kind: MessageKind,
+        programme: &str,
+        body: String,
+        dedupe_key: String,
+    ) -> OutboundMessage {
         let now = self.clock.now();
-        let welcome = OutboundMessage {
+        OutboundMessage {
             id: domain::ids::MessageId::new(),
             org_id: org.id,
-            channel_id: Some(channel.id),
-            patient_id: m.patient_id,
+            channel_id: None,
+            patient_id: None,
             appointment_id: None,
-            to: m.to.clone(),
-            kind: MessageKind::Welcome.as_str().into(),
-            programme: "welcome".into(),
+            to: to.to_owned(),
+            kind: kind.as_str().into(),
+            programme: programme.into(),
             segments: u32::try_from(domain::message_body::segments(&body).segments)
                 .unwrap_or(u32::MAX),
             body,
-            dedupe_key: format!("welcome:{}", m.to),
+            dedupe_key,
             state: MessageState::Queued.as_str().into(),
             not_before: now,
             urgent: false,
@@ -314,8 +337,7 @@ impl Engine {
             created_at: now,
             updated_at: now,
             attempted_at: None,
-        };
-        Ok(self.store.enqueue(&welcome).await?)
+        }
     }
 
     /// Exponential backoff with jitter: base·2^(n-1), capped, times 0.5–1.5.

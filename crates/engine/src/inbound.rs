@@ -3,13 +3,13 @@
 //! YES, then everything else to the care team's inbox.
 
 use crate::{Engine, EngineError};
-use domain::ids::{ConsentEventId, InboundId, MessageId};
+use domain::ids::{ConsentEventId, InboundId};
 use domain::keywords::{Intent, Language, ReplyKind, classify};
-use domain::message_state::MessageState;
+use domain::message_state::{MessageKind, MessageState};
 use domain::{E164, OrgId, Organization};
 use store::{
-    Channel, ConsentEvent, Enqueued, InboundMessage, OutboundMessage, PageRequest, PatientQuery,
-    Received, StateChange,
+    Channel, ConsentEvent, Enqueued, InboundMessage, PageRequest, PatientQuery, Received,
+    StateChange,
 };
 
 /// Consent scope a keyword changes: the whole organisation, the most a patient can mean.
@@ -236,31 +236,15 @@ impl Engine {
             .messaging
             .replies(language)
             .render(kind, &self.programme_name(org), &help);
-        let now = self.clock.now();
-        let reply = OutboundMessage {
-            id: MessageId::new(),
-            org_id: org.id,
-            channel_id: Some(channel.id),
-            patient_id: None,
-            appointment_id: None,
-            to: m.from.clone(),
-            kind: "keyword".into(),
-            programme: "keyword".into(),
-            segments: u32::try_from(domain::message_body::segments(&body).segments)
-                .unwrap_or(u32::MAX),
+        let mut reply = self.system_message(
+            org,
+            &m.from,
+            MessageKind::KeywordReply,
+            "keyword",
             body,
-            dedupe_key: format!("keyword:{}", m.id),
-            state: MessageState::Queued.as_str().into(),
-            not_before: now,
-            urgent: false,
-            attempts: 0,
-            provider_message_id: None,
-            reason: None,
-            error_code: None,
-            created_at: now,
-            updated_at: now,
-            attempted_at: None,
-        };
+            format!("keyword:{}", m.id),
+        );
+        reply.channel_id = Some(channel.id);
         if let Enqueued::Inserted(_) = self.store.enqueue(&reply).await? {
             self.outbox_ready.notify_one();
         }
