@@ -54,7 +54,7 @@ impl Engine {
             processed_at: None,
             outcome: None,
         };
-        let received = self.store.insert_inbound(&message).await?;
+        let received = self.write_inbound(message).await?;
         if matches!(received, Received::Inserted(_)) {
             self.inbound_ready.notify_one();
         }
@@ -352,5 +352,69 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+/// A webhook's message waiting for its durable commit, and where to say it happened.
+type Pending = (
+    InboundMessage,
+    tokio::sync::oneshot::Sender<Result<Received, String>>,
+);
+
+pub(crate) type WriterHandle = tokio::sync::mpsc::Sender<Pending>;
+
+/// Most webhooks committed together.
+const GROUP_COMMIT_MAX: usize = 512;
+
+impl Engine {
+    /// Stores an inbound message durably before the webhook is answered. Webhooks that
+    /// arrive while a commit is on its way to disk share the next one (group commit), so
+    /// a burst costs a few fsyncs, not one each.
+    async fn write_inbound(&self, message: InboundMessage) -> Result<Received, EngineError> {
+        let writer = self.inbound_writer.get_or_init(|| {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Pending>(4 * GROUP_COMMIT_MAX);
+            tokio::spawn(group_commit(self.store.clone(), rx));
+            tx
+        });
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        if writer.send((message.clone(), done_tx)).await.is_err() {
+            // The writer is gone (its runtime ended); write directly.
+            return Ok(self.store.insert_inbound(&message).await?);
+        }
+        match done_rx.await {
+            Ok(Ok(received)) => Ok(received),
+            Ok(Err(e)) => Err(EngineError::Store(store::StoreError::Unavailable(e))),
+            Err(_) => Ok(self.store.insert_inbound(&message).await?),
+        }
+    }
+}
+
+async fn group_commit(
+    store: std::sync::Arc<dyn store::AppStore>,
+    mut rx: tokio::sync::mpsc::Receiver<Pending>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < GROUP_COMMIT_MAX {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let messages: Vec<InboundMessage> = batch.iter().map(|(m, _)| m.clone()).collect();
+        match store.insert_inbounds(&messages).await {
+            Ok(results) => {
+                for ((_, done), result) in batch.into_iter().zip(results) {
+                    let _ = done.send(Ok(result));
+                }
+            }
+            Err(e) => {
+                // One bad row must not fail the others: fall back to one commit each.
+                tracing::warn!(error = %e, count = messages.len(), "group commit failed; committing one by one");
+                for (m, done) in batch {
+                    let _ = done.send(store.insert_inbound(&m).await.map_err(|e| e.to_string()));
+                }
+            }
+        }
     }
 }

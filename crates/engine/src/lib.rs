@@ -61,6 +61,8 @@ pub struct Engine {
     pub inbound_ready: Notify,
     /// Fetches inbound MMS media.
     pub(crate) http: reqwest::Client,
+    /// Group commit for inbound webhooks (started on first use).
+    pub(crate) inbound_writer: std::sync::OnceLock<inbound::WriterHandle>,
 }
 
 impl Engine {
@@ -80,6 +82,7 @@ impl Engine {
             outbox_ready: Notify::new(),
             inbound_ready: Notify::new(),
             http: reqwest::Client::new(),
+            inbound_writer: std::sync::OnceLock::new(),
         })
     }
 

@@ -440,41 +440,59 @@ fn inbound(row: PgRow) -> StoreResult<InboundMessage> {
     })
 }
 
+/// Inserts one inbound message inside `tx`, or finds the one with its provider id.
+async fn insert_inbound_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    m: &InboundMessage,
+) -> StoreResult<Received> {
+    let done = sqlx::query(
+        "INSERT INTO inbound_messages (id, org_id, channel_id, provider_message_id, from_number, to_number, body, details, received_at, processed_at, outcome) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT ON CONSTRAINT inbound_messages_provider_message_id_key DO NOTHING",
+    )
+    .bind(m.id.0)
+    .bind(m.org_id.0)
+    .bind(m.channel_id.0)
+    .bind(&m.provider_message_id)
+    .bind(&m.from)
+    .bind(&m.to)
+    .bind(&m.body)
+    .bind(to_doc(&m.details))
+    .bind(pg_instant(m.received_at))
+    .bind(m.processed_at.map(pg_instant))
+    .bind(&m.outcome)
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    let result = if done.rows_affected() == 1 {
+        Received::Inserted(m.id)
+    } else {
+        let id: Uuid =
+            sqlx::query_scalar("SELECT id FROM inbound_messages WHERE provider_message_id = $1")
+                .bind(&m.provider_message_id)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(db)?;
+        Received::Duplicate(InboundId(id))
+    };
+    Ok(result)
+}
+
 #[async_trait]
 impl InboundStore for PostgresStore {
+    async fn insert_inbounds(&self, messages: &[InboundMessage]) -> StoreResult<Vec<Received>> {
+        let mut tx = self.write().await?;
+        let mut out = Vec::with_capacity(messages.len());
+        for m in messages {
+            out.push(insert_inbound_in(&mut tx, m).await?);
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(out)
+    }
+
     async fn insert_inbound(&self, m: &InboundMessage) -> StoreResult<Received> {
         let mut tx = self.write().await?;
-        let done = sqlx::query(
-            "INSERT INTO inbound_messages (id, org_id, channel_id, provider_message_id, from_number, to_number, body, details, received_at, processed_at, outcome) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-             ON CONFLICT ON CONSTRAINT inbound_messages_provider_message_id_key DO NOTHING",
-        )
-        .bind(m.id.0)
-        .bind(m.org_id.0)
-        .bind(m.channel_id.0)
-        .bind(&m.provider_message_id)
-        .bind(&m.from)
-        .bind(&m.to)
-        .bind(&m.body)
-        .bind(to_doc(&m.details))
-        .bind(pg_instant(m.received_at))
-        .bind(m.processed_at.map(pg_instant))
-        .bind(&m.outcome)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        let result = if done.rows_affected() == 1 {
-            Received::Inserted(m.id)
-        } else {
-            let id: Uuid = sqlx::query_scalar(
-                "SELECT id FROM inbound_messages WHERE provider_message_id = $1",
-            )
-            .bind(&m.provider_message_id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db)?;
-            Received::Duplicate(InboundId(id))
-        };
+        let result = insert_inbound_in(&mut tx, m).await?;
         tx.commit().await.map_err(db)?;
         Ok(result)
     }

@@ -233,6 +233,9 @@ pub enum Received {
 #[async_trait]
 pub trait InboundStore: Send + Sync {
     async fn insert_inbound(&self, message: &InboundMessage) -> StoreResult<Received>;
+    /// Inserts many in one transaction (webhooks arriving together share one durable
+    /// commit); each answer says what became of the message at the same position.
+    async fn insert_inbounds(&self, messages: &[InboundMessage]) -> StoreResult<Vec<Received>>;
     async fn unprocessed_inbound(&self, limit: u32) -> StoreResult<Vec<InboundMessage>>;
     async fn mark_inbound_processed(
         &self,

@@ -19,6 +19,7 @@ crate::both_backends!(
     messaging_settings_change_the_required_replies_and_are_checked,
     replies_open_conversations_for_the_care_team_with_the_right_flags,
     pictures_patients_text_are_fetched_and_shown_to_staff,
+    a_burst_of_webhooks_is_committed_together_and_each_stored_once,
 );
 
 const OUR_NUMBER: &str = "+12015550100";
@@ -673,4 +674,36 @@ async fn pictures_patients_text_are_fetched_and_shown_to_staff(app: &TestApp) {
         "the picture itself, fetched with the channel's credentials"
     );
     sim.stop().await;
+}
+
+async fn a_burst_of_webhooks_is_committed_together_and_each_stored_once(app: &TestApp) {
+    let sim = std::sync::Arc::new(simulator().await);
+    let c = channel(app, &sim, false).await;
+    let url = inbound_url(app, &c);
+    let mut sent = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let params = sim.inbound_params(&format!("+1201300{i:04}"), OUR_NUMBER, "Thanks!", &[]);
+        let (sim, url) = (sim.clone(), url.clone());
+        // Every fourth webhook is delivered twice at once, as a provider's retry can be.
+        let times = if i % 4 == 0 { 2 } else { 1 };
+        for _ in 0..times {
+            let (sim, url, params) = (sim.clone(), url.clone(), params.clone());
+            sent.spawn(async move { sim.post_webhook(&url, &params).await.unwrap() });
+        }
+    }
+    while let Some(status) = sent.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    for i in (0..200).step_by(7) {
+        let stored = app
+            .store
+            .inbound_from(
+                app.org.id,
+                &format!("+1201300{i:04}"),
+                &store::PageRequest::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(stored.items.len(), 1, "sender {i}");
+    }
 }
