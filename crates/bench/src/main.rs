@@ -360,7 +360,7 @@ async fn run_baseline(
     let n = data.patients.len();
     // The rows are computed before the clock starts; how long that takes is roughly the
     // domain logic the store adds (documents, name keys, conversions).
-    let mut prepared = 0.0;
+    let prepared;
     let (elapsed, cpu, rows) = match &raw {
         Raw::Sqlite(pool) => {
             let prepare = Instant::now();
