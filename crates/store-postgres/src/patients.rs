@@ -168,9 +168,14 @@ impl PatientStore for PostgresStore {
                     .push_bind(first.clone())
                     .push(" AND k0.name_key < ")
                     .push_bind(prefix_end(first))
-                    .push(" AND NOT EXISTS (SELECT 1 FROM patient_name_keys kd WHERE kd.patient_id = k0.patient_id AND kd.name_key >= ")
+                    // "k0 is the patient's smallest matching word" as a correlated scalar
+                    // subquery: unlike NOT EXISTS it cannot be planned as a hash anti join
+                    // over the whole table when statistics are missing (after a bulk import).
+                    .push(" AND k0.name_key = (SELECT min(kd.name_key) FROM patient_name_keys kd WHERE kd.patient_id = k0.patient_id AND kd.name_key >= ")
                     .push_bind(first.clone())
-                    .push(" AND kd.name_key < k0.name_key)");
+                    .push(" AND kd.name_key < ")
+                    .push_bind(prefix_end(first))
+                    .push(")");
                 for token in rest {
                     q.push(" AND EXISTS (SELECT 1 FROM patient_name_keys k WHERE k.patient_id = k0.patient_id AND k.name_key >= ")
                         .push_bind(token.clone())

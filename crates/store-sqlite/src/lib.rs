@@ -44,8 +44,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5))
-            .pragma("temp_store", "memory")
-            .pragma("cache_size", "-32000");
+            .pragma("temp_store", "memory");
         if let Some(dir) = options.get_filename().parent()
             && !dir.as_os_str().is_empty()
             && !Path::new(dir).exists()
@@ -57,14 +56,18 @@ impl SqliteStore {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
-            .connect_with(options.clone())
+            // The writer's page cache serves bulk imports (32 MB).
+            .connect_with(options.clone().pragma("cache_size", "-32000"))
             .await
             .map_err(unavailable)?;
+        // Readers keep small caches (the file is in the OS page cache anyway) and are
+        // recycled, so a burst of searches does not leave the server holding 9 × 32 MB.
         let readers = SqlitePoolOptions::new()
             .max_connections(READERS)
             .min_connections(0)
             .idle_timeout(Duration::from_secs(60))
-            .connect_with(options.read_only(false))
+            .max_lifetime(Duration::from_secs(300))
+            .connect_with(options.pragma("cache_size", "-2000"))
             .await
             .map_err(unavailable)?;
         Ok(Self { writer, readers })
