@@ -16,7 +16,7 @@
 #   MESSAGES=5000 bench/messaging.sh    # smaller
 #
 # Settings (environment): MESSAGES (20000), SETTINGS (32x100,64x500,128x1000),
-# MAX_SECONDS (60: a dispatch run still unfinished then is stopped and its rate so far
+# MAX_SECONDS (45: a dispatch run still unfinished then is stopped and its rate so far
 # reported), RATES (10,50), PACING_SECONDS (10), DISPATCH_ARGS / PACING_ARGS (more flags;
 # see --help), RAPPORT_BENCH_POSTGRES_URL (postgres://postgres@127.0.0.1:5432/test: the
 # server on which a fresh database is created for each run, and dropped after).
@@ -27,7 +27,7 @@ cd "$(dirname "$0")/.."
 
 MESSAGES=${MESSAGES:-20000}
 SETTINGS=${SETTINGS:-32x100,64x500,128x1000}
-MAX_SECONDS=${MAX_SECONDS:-60}
+MAX_SECONDS=${MAX_SECONDS:-45}
 RATES=${RATES:-10,50}
 PACING_SECONDS=${PACING_SECONDS:-10}
 read -r -a dispatch_extra <<<"${DISPATCH_ARGS:-}"

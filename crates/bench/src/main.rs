@@ -53,6 +53,12 @@ impl Backend {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Phase {
+    Baseline,
+    Store,
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "store-bench",
@@ -87,6 +93,9 @@ struct Args {
     /// and --seed) left.
     #[arg(long)]
     search_only: bool,
+    /// Diagnostics: run only this insert phase (for a profiler), no searches, no results.
+    #[arg(long, value_enum)]
+    only: Option<Phase>,
     /// Run ANALYZE on the store's database before searching (the app itself never does).
     #[arg(long)]
     analyze: bool,
@@ -877,6 +886,29 @@ async fn main() -> anyhow::Result<()> {
     let mut insert_json = Value::Null;
     let mut store_size = None;
     let mut inserts_pass = true;
+    if let Some(phase) = args.only {
+        match phase {
+            Phase::Baseline => {
+                let (base, _, prepared) =
+                    run_baseline(args.backend, &dbs.baseline_url, &data, args.batch).await?;
+                println!("  baseline rows computed in {prepared:.1} s");
+                println!(
+                    "{}",
+                    base.line("  baseline (plain batched INSERTs):", args.backend)
+                );
+                if !args.keep_baseline {
+                    dbs.drop_baseline().await?;
+                }
+            }
+            Phase::Store => {
+                let (run, _, _) =
+                    run_store(args.backend, &dbs.store_url, &data, args.batch, rows).await?;
+                println!("{}", run.line("  store (insert_patients):", args.backend));
+            }
+        }
+        println!("  (--only: one phase, no searches, nothing appended to results.jsonl)");
+        return Ok(());
+    }
     if !args.search_only {
         let (base, base_counts, prepared) =
             run_baseline(args.backend, &dbs.baseline_url, &data, args.batch).await?;
@@ -921,6 +953,8 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let (store, raw) = open(args.backend, &dbs.store_url).await?;
+    // As `rapport serve` does: a database left by an older build gets the newer migrations.
+    store.migrate().await.context("migrating")?;
     let present = raw.scalar("SELECT count(*) FROM patients").await?;
     if present as usize != args.patients {
         bail!(
@@ -928,10 +962,14 @@ async fn main() -> anyhow::Result<()> {
             args.patients
         );
     }
-    store
-        .organization(data.org.id)
-        .await
-        .context("the store database was filled with another --seed")?;
+    match store.organization(data.org.id).await {
+        Err(store::StoreError::NotFound) => {
+            bail!("the store database was filled with another --seed")
+        }
+        other => {
+            other.context("reading the benchmark's organisation")?;
+        }
+    }
     // Search a database at rest, not one the kernel is still writing out after the import.
     flush(args.backend, &dbs.store_url, &raw).await?;
     if args.analyze {
@@ -1010,6 +1048,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let load_end = loadavg();
     let result = json!({
+        "bench": "store",
         "at": jiff::Timestamp::now().to_string(),
         "git": git_revision(),
         "backend": args.backend.name(),

@@ -434,11 +434,25 @@ async fn run(args: &Args, loader: &Loader) -> anyhow::Result<()> {
     let routing = if args.no_workers {
         "workers off: nothing routed".to_owned()
     } else {
+        // How fast the worker routes with no webhooks arriving.
+        let window = Duration::from_secs(5);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = counter
+            .count("SELECT COUNT(*) FROM inbound_messages WHERE processed_at IS NULL")
+            .await?;
+        let t = Instant::now();
+        tokio::time::sleep(window).await;
+        let after = counter
+            .count("SELECT COUNT(*) FROM inbound_messages WHERE processed_at IS NULL")
+            .await?;
+        let idle_rate = (before - after) as f64 / t.elapsed().as_secs_f64();
         format!(
-            "the inbound worker (routing: keywords, inbox) runs behind the webhooks and competes with them for the CPU and the writer: {} of {} stored messages not yet routed right after the closed loop, {} after the open loops",
+            "the inbound worker (routing: keywords, inbox) runs behind the webhooks and competes with them for the CPU and the writer: {} of {} stored messages not yet routed right after the closed loop, {} after the open loops; with no webhooks arriving it then routed {} messages/s (over {} s)",
             grouped(unrouted_after_closed as u64),
             grouped(rows_now as u64),
-            grouped(unrouted_at_end as u64)
+            grouped(unrouted_at_end as u64),
+            rate(idle_rate),
+            window.as_secs()
         )
     };
     println!("   {routing}");
