@@ -7,13 +7,17 @@
 # For each backend and each of RUNS runs: starts `rapport serve` on free ports, polls
 # GET /readyz every ~10 ms with curl and reports the time from process start to the
 # first 200; waits IDLE_SECS; reports VmRSS (and the peak, VmHWM) from /proc/PID/status;
-# sends SIGTERM and checks that the process exits 0.
+# then (unless BURST=0) sends a burst of name searches through the API from 8 concurrent
+# clients, waits IDLE_SECS again and reports VmRSS once more (memory idle after use);
+# sends SIGTERM and checks that the process exits 0. The burst needs an API token: one
+# viewer token named serve-bench is created per backend (`rapport token create`).
 #
 #   bench/serve.sh                 # both backends (PostgreSQL skipped if its database is missing)
 #   bench/serve.sh sqlite          # one
 #
 # Settings (environment): LABEL (1m: which store-<LABEL> database), BENCH_DIR (target/bench),
-# RUNS (3), IDLE_SECS (5), RAPPORT_BENCH_POSTGRES_URL (postgres://postgres@127.0.0.1:5432/test).
+# RUNS (3), IDLE_SECS (5), BURST (1; 0 skips the burst), BURST_CLIENTS (8),
+# RAPPORT_BENCH_POSTGRES_URL (postgres://postgres@127.0.0.1:5432/test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -22,7 +26,16 @@ LABEL=${LABEL:-1m}
 BENCH_DIR=${BENCH_DIR:-$root/target/bench}
 RUNS=${RUNS:-3}
 IDLE_SECS=${IDLE_SECS:-5}
+BURST=${BURST:-1}
+BURST_CLIENTS=${BURST_CLIENTS:-8}
 PG_SERVER=${RAPPORT_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
+# Three-letter prefixes of the generated names (store-bench's lists), searched 3 times each.
+PREFIXES="smi joh wil bro jon mil dav wil and tay tho moo jac mar lee whi har cla lew rob
+wal you all kin wri sco gre bak ada nel hil cam mit car phi eva tur par ngu che pat kim oka
+kow yam coh mur gar rod her lop gon per san ram tor flo riv gom dia rey mor cru ort gut cha
+rui men var cas jim rom med agu vas fer guz mun sal sot del pen rio alv con val gue est nun
+dom jam rob mic eli jes sar chr ash ste kev ann jos jua ros car ana jor car mig sof ale luc
+jav isa fer ele ric pau and val die cam hec xim rau dan osc fra gab ant ver man adr ped raf"
 READY_GOAL_MS=1000
 RSS_GOAL_MB=50
 if [ "$#" -gt 0 ]; then backends=("$@"); else backends=(sqlite postgres); fi
@@ -64,8 +77,10 @@ measure() {
     mllp=$(free_port)
     start=$(now_ns)
     # The working directory is empty, so no stray rapport.toml is read; exec keeps the PID.
+    # The burst comes from one token: lift its rate limit (the default would answer 429).
     (cd "$work" && RAPPORT_DATABASE_URL=$url RAPPORT_HTTP_ADDR=127.0.0.1:$http \
         RAPPORT_METRICS_ADDR=127.0.0.1:$metrics RAPPORT_MLLP_ADDR=127.0.0.1:$mllp \
+        RAPPORT_RATE_LIMIT_PER_MINUTE=1000000 RAPPORT_RATE_LIMIT_BURST=1000000 \
         exec "$bin" serve) >"$log" 2>&1 &
     pid=$!
     while :; do
@@ -89,6 +104,26 @@ measure() {
     sleep "$IDLE_SECS"
     RSS_KB=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
     HWM_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
+    AFTER_KB=
+    if [ "$BURST" != 0 ]; then
+        local codes
+        # shellcheck disable=SC2086 # one prefix per word
+        codes=$(printf '%s\n' $PREFIXES $PREFIXES $PREFIXES |
+            xargs -P "$BURST_CLIENTS" -I{} curl -s -o /dev/null -w '%{http_code}\n' --max-time 30 \
+                -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$http/api/v1/patients?name={}&limit=200" |
+            sort | uniq -c | tr -s ' ' | sed 's/^ //' | tr '\n' ' ')
+        BURST_REQUESTS=$(( $(echo $PREFIXES | wc -w) * 3 ))
+        case $codes in
+            "$BURST_REQUESTS 200 ") ;;
+            *)
+                echo "the burst's answers were not all 200: $codes" >&2
+                cat "$log" >&2
+                return 1
+                ;;
+        esac
+        sleep "$IDLE_SECS"
+        AFTER_KB=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
+    fi
     kill -TERM "$pid"
     rc=0
     wait "$pid" || rc=$?
@@ -137,14 +172,26 @@ for backend in "${backends[@]}"; do
             ;;
     esac
     echo "== $backend: rapport serve on $what; $RUNS runs, RSS read after $IDLE_SECS s idle"
+    if [ "$BURST" != 0 ]; then
+        TOKEN=$(cd "$work" && RAPPORT_DATABASE_URL=$url "$bin" token create --org bench --name serve-bench --role viewer)
+    fi
     worst_ready=0
     worst_rss=0
+    worst_after=0
     for run in $(seq 1 "$RUNS"); do
         measure "$url" "$work/serve-$backend-$run.log"
-        echo "   run $run: start to ready $READY_MS ms; idle VmRSS $RSS_KB kB = $(mb "$RSS_KB") MB ($(mib "$RSS_KB") MiB), peak VmHWM $(mb "$HWM_KB") MB; SIGTERM: exit 0"
+        after=
+        if [ -n "$AFTER_KB" ]; then
+            after="; after $BURST_REQUESTS searches from $BURST_CLIENTS clients, idle VmRSS $(mb "$AFTER_KB") MB"
+            if [ "$AFTER_KB" -gt "$worst_after" ]; then worst_after=$AFTER_KB; fi
+        fi
+        echo "   run $run: start to ready $READY_MS ms; idle VmRSS $RSS_KB kB = $(mb "$RSS_KB") MB ($(mib "$RSS_KB") MiB), peak VmHWM $(mb "$HWM_KB") MB$after; SIGTERM: exit 0"
         if [ "$READY_MS" -gt "$worst_ready" ]; then worst_ready=$READY_MS; fi
         if [ "$RSS_KB" -gt "$worst_rss" ]; then worst_rss=$RSS_KB; fi
     done
     echo "   worst of $RUNS: start to ready $worst_ready ms (goal <= $READY_GOAL_MS ms: $(verdict "$worst_ready" "$READY_GOAL_MS")); idle RSS $(mb "$worst_rss") MB (goal <= $RSS_GOAL_MB MB: $(verdict "$(mb "$worst_rss")" "$RSS_GOAL_MB"))"
+    if [ "$worst_after" -gt 0 ]; then
+        echo "   worst of $RUNS: idle RSS after the burst $(mb "$worst_after") MB (goal <= $RSS_GOAL_MB MB: $(verdict "$(mb "$worst_after")" "$RSS_GOAL_MB"))"
+    fi
 done
 exit "$status"
