@@ -14,7 +14,7 @@ pub(crate) fn prefix_end(prefix: &str) -> String {
 }
 
 pub(crate) fn name_tokens(text: &str) -> Vec<String> {
-    text.split([' ', ',', '\t'])
+    text.split([' ', ',', '\t', '-', '\''])
         .map(domain::search_key)
         .filter(|t| !t.is_empty())
         .collect()

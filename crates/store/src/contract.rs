@@ -358,6 +358,17 @@ pub async fn patient_search_by_name_phone_identifier_and_birth_date(store: &dyn 
         ["Gary Smith"]
     );
     assert!(names(store, o.id, by_name("zed")).await.is_empty());
+    store
+        .insert_patient(&patient(&o, "Sean", "O'Brien-Ruiz", "201-555-0126", "A4"))
+        .await
+        .unwrap();
+    for q in ["o'brien", "O'B", "o'brien-ruiz", "brien ruiz", "ruiz"] {
+        assert_eq!(
+            names(store, o.id, by_name(q)).await,
+            ["Sean O'Brien-Ruiz"],
+            "{q}"
+        );
+    }
     let by_phone = PatientQuery {
         phone: Some(E164::parse("(201) 555-0124", "US").unwrap()),
         ..Default::default()
