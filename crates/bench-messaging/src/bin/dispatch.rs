@@ -246,6 +246,7 @@ async fn engine_run(
     let clock = Arc::new(SystemClock);
 
     // Set-up, untimed: written with the flushes off, then the store is reopened as shipped.
+    let setup_started = Instant::now();
     let (setup, _) = db.open(Durability::Setup).await?;
     let org = world::organization(&setup, "bench").await?;
     let setup_engine = Engine::new(
@@ -275,6 +276,11 @@ async fn engine_run(
     drop(setup_engine);
     setup.close().await;
     drop(setup);
+    eprintln!(
+        "   (set-up: {} messages queued in {:.1} s, untimed)",
+        grouped(n as u64),
+        setup_started.elapsed().as_secs_f64()
+    );
 
     let (store, durability_text) = db.open(durability).await?;
     let mut config = EngineConfig {
