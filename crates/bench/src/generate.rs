@@ -417,6 +417,8 @@ pub fn generate(n: usize, seed: u64) -> anyhow::Result<DataSet> {
             contacts,
             created_at: instant(at),
             updated_at: instant(at),
+            version: 1,
+            merged_into: None,
         });
     }
     if rejected > n / 100 {

@@ -145,6 +145,9 @@ pub struct Appointment {
     pub created_at: Timestamp,
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub updated_at: Timestamp,
+    /// Incremented by every update; FHIR's versionId and ETag.
+    #[serde(default)]
+    pub version: i64,
 }
 
 impl Appointment {

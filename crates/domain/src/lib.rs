@@ -5,9 +5,11 @@
 pub mod appointment;
 pub mod auth;
 pub mod clock;
+pub mod ehr;
 pub mod error;
 pub mod frequency;
 pub mod ids;
+pub mod interface;
 pub mod keywords;
 pub mod message_body;
 pub mod message_state;
@@ -25,7 +27,10 @@ pub use auth::{Action, Role};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use error::{FieldError, FieldErrors};
 pub use frequency::{CapReached, FrequencyPolicy};
-pub use ids::{AppointmentId, LocationId, OrgId, PatientId, ProviderId, TokenId};
+pub use ids::{
+    AppointmentId, DeliveryId, DocumentId, EventId, Hl7MessageId, InterfaceId, LocationId, OrgId,
+    PatientId, ProviderId, TokenId, WebhookId,
+};
 pub use keywords::{Intent, KeywordTable, Language, ReplyKind, RequiredReplies};
 pub use message_body::{BodyError, Encoding, MessageBody, SegmentCount};
 pub use message_state::{MessageKind, MessageState};

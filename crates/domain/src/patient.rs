@@ -117,6 +117,13 @@ pub struct Patient {
     pub created_at: Timestamp,
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub updated_at: Timestamp,
+    /// Incremented by every update; FHIR's versionId and ETag.
+    #[serde(default)]
+    pub version: i64,
+    /// Set when this patient was merged into another (the survivor): it is kept for its
+    /// history but no longer listed.
+    #[serde(default)]
+    pub merged_into: Option<PatientId>,
 }
 
 impl Patient {
@@ -443,6 +450,8 @@ mod tests {
             contacts: valid.contacts,
             created_at: Timestamp::UNIX_EPOCH,
             updated_at: Timestamp::UNIX_EPOCH,
+            version: 1,
+            merged_into: None,
         };
         assert_eq!(patient.display_name(), "Ana Lee");
     }

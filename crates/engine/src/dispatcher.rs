@@ -626,15 +626,26 @@ impl Engine {
                     .search_patients(org.id, &query, &PageRequest::first(50))
                     .await?;
                 for mut p in found.items {
-                    for phone in p
-                        .phones
-                        .iter_mut()
-                        .filter(|ph| ph.e164.as_ref() == Some(&number))
-                    {
-                        phone.textable = false;
+                    // Updates are checked against the version read: when the patient
+                    // changed meanwhile (an EHR update), read it again and redo the change.
+                    let mut retries = 3;
+                    loop {
+                        for phone in p
+                            .phones
+                            .iter_mut()
+                            .filter(|ph| ph.e164.as_ref() == Some(&number))
+                        {
+                            phone.textable = false;
+                        }
+                        p.updated_at = self.clock.now();
+                        match self.store.update_patient(&p).await {
+                            Err(StoreError::VersionMismatch) if retries > 0 => {
+                                retries -= 1;
+                                p = self.store.patient(org.id, p.id).await?;
+                            }
+                            result => break result?,
+                        }
                     }
-                    p.updated_at = self.clock.now();
-                    self.store.update_patient(&p).await?;
                 }
             }
             Refusal::Other => {}

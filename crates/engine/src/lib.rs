@@ -5,6 +5,7 @@
 
 pub mod channels;
 pub mod dispatcher;
+pub mod ehr;
 pub mod inbound;
 pub mod secrets;
 
@@ -59,6 +60,12 @@ pub struct Engine {
     pub outbox_ready: Notify,
     /// Woken when an inbound message is stored.
     pub inbound_ready: Notify,
+    /// Woken when an HL7 message is stored and waits to be applied.
+    pub hl7_ready: Notify,
+    /// Woken when record events are written (webhooks and HL7 back to the EHR).
+    pub events_ready: Notify,
+    /// Bumped when HL7 interfaces change, so the MLLP receiver reads them again.
+    pub hl7_routing_epoch: std::sync::atomic::AtomicU64,
     /// Fetches inbound MMS media.
     pub(crate) http: reqwest::Client,
     /// Group commit for inbound webhooks (started on first use).
@@ -81,6 +88,9 @@ impl Engine {
             pacing: Mutex::new(HashMap::new()),
             outbox_ready: Notify::new(),
             inbound_ready: Notify::new(),
+            hl7_ready: Notify::new(),
+            events_ready: Notify::new(),
+            hl7_routing_epoch: std::sync::atomic::AtomicU64::new(0),
             http: reqwest::Client::new(),
             inbound_writer: std::sync::OnceLock::new(),
         })

@@ -209,6 +209,7 @@ async fn reminders_for_cancelled_appointments_are_suppressed() {
         confirmation: domain::ConfirmationState::Unconfirmed,
         created_at: clock.now(),
         updated_at: clock.now(),
+        version: 1,
     };
     w.store.insert_appointment(&appt).await.unwrap();
     let mut m = message(&w.org, "+12015550123", "reminder", "appt", clock.now());

@@ -55,6 +55,62 @@ pub enum Command {
     },
     /// Run the Twilio-compatible simulator (the same REST API and webhooks, on loopback) until Ctrl-C.
     Simulator(SimulatorArgs),
+    /// HL7 interfaces: `rapport interface create --org SLUG --name NAME [--sending-app A] [--sending-facility F]` prints the interface id.
+    Interface {
+        #[command(subcommand)]
+        command: InterfaceCommand,
+    },
+    /// Import patients or appointments from a CSV file: `rapport import patients FILE --org SLUG [--dry-run]`.
+    /// Prints a JSON report (rows created, updated, unchanged; each bad row with its line).
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InterfaceCommand {
+    /// Create an HL7 interface (one EHR feed of one organisation); prints its id.
+    Create {
+        /// The organisation's slug.
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        name: String,
+        /// MSH-3 this interface takes messages from (any when absent).
+        #[arg(long)]
+        sending_app: Option<String>,
+        /// MSH-4 this interface takes messages from (any when absent).
+        #[arg(long)]
+        sending_facility: Option<String>,
+        /// The assigning authority (PID-3 CX-4) of the MRN.
+        #[arg(long)]
+        mrn_authority: Option<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// `patients` or `appointments`.
+    #[arg(value_parser = ["patients", "appointments"])]
+    pub kind: String,
+    /// The CSV file (with a header row).
+    pub file: PathBuf,
+    /// The organisation's slug.
+    #[arg(long)]
+    pub org: String,
+    /// Report what would change; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// A column choice, `field=Header` (repeatable); other fields are matched by name.
+    #[arg(long = "map", value_name = "FIELD=HEADER")]
+    pub map: Vec<String>,
+    /// The assigning authority of MRNs when the file has no such column.
+    #[arg(long)]
+    pub authority: Option<String>,
+    /// Field delimiter (default `,`; `tab` for TSV).
+    #[arg(long)]
+    pub delimiter: Option<String>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -219,6 +275,58 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Simulator(args) => {
             run_simulator(args).await?;
         }
+        Command::Interface {
+            command:
+                InterfaceCommand::Create {
+                    org,
+                    name,
+                    sending_app,
+                    sending_facility,
+                    mrn_authority,
+                },
+        } => {
+            let store = open_store(&config.database_url).await?;
+            let org = org_by_slug(&*store, &org).await?;
+            let engine = crate::engine(
+                &config,
+                store.clone(),
+                std::sync::Arc::new(domain::SystemClock),
+            )?;
+            let settings = domain::interface::InterfaceSettings {
+                mrn_authority,
+                ..Default::default()
+            };
+            let interface = engine
+                .create_interface(
+                    &org,
+                    engine::ehr::NewInterface {
+                        name,
+                        sending_application: sending_app,
+                        sending_facility,
+                        settings: Some(settings),
+                    },
+                )
+                .await
+                .map_err(|e| match e {
+                    engine::EngineError::Field(f) => anyhow::anyhow!("{}: {}", f.field, f.message),
+                    engine::EngineError::Store(StoreError::Conflict { .. }) => {
+                        anyhow::anyhow!("an interface with this name already exists")
+                    }
+                    other => anyhow::anyhow!(other),
+                })?;
+            println!("{}", interface.id);
+            store.close().await;
+        }
+        Command::Import(args) => {
+            let store = open_store(&config.database_url).await?;
+            let report = crate::import::run(&config, store.clone(), args).await;
+            store.close().await;
+            let report = report?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if report.failed > 0 {
+                return Ok(ExitCode::from(2));
+            }
+        }
         Command::Token {
             command: TokenCommand::Create { org, name, role },
         } => {
@@ -235,6 +343,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+pub async fn org_by_slug(store: &dyn store::Store, slug: &str) -> anyhow::Result<Organization> {
+    match store.organization_by_slug(slug).await {
+        Err(StoreError::NotFound) => {
+            bail!("no organisation with slug {slug:?}; create it with `rapport org create`")
+        }
+        other => Ok(other?),
+    }
 }
 
 pub async fn create_org(

@@ -473,6 +473,8 @@ fn demo_patient(
         contacts,
         created_at: now,
         updated_at: now,
+        version: 1,
+        merged_into: None,
     })
 }
 
@@ -581,6 +583,7 @@ async fn seed_appointments(
                     },
                     created_at: now,
                     updated_at: now,
+                    version: 1,
                 });
             }
         }

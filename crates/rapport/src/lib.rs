@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod import;
 pub mod telemetry;
 
 use anyhow::{Context, bail};
@@ -73,6 +74,18 @@ pub async fn launch_with_listeners(
     metrics: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    launch_all(config, engine, http, metrics, None, shutdown).await
+}
+
+/// As [`launch_with_listeners`], also serving HL7 over MLLP on `mllp` when given.
+pub async fn launch_all(
+    config: &Config,
+    engine: Arc<engine::Engine>,
+    http: TcpListener,
+    metrics: TcpListener,
+    mllp: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let store = engine.store.clone();
     let web_config = config.web();
     let app = web::router(web::AppState::new(engine.clone(), &web_config), &web_config);
@@ -84,10 +97,20 @@ pub async fn launch_with_listeners(
         vec![
             tokio::spawn(engine.clone().run_dispatcher(stop_rx.clone())),
             tokio::spawn(engine.clone().run_inbound(stop_rx.clone())),
+            tokio::spawn(engine.clone().run_hl7_applier(stopped(stop_rx.clone()))),
+            tokio::spawn(engine.clone().run_deliveries(stopped(stop_rx.clone()))),
         ]
     } else {
         vec![]
     };
+    let mllp_server = mllp.map(|listener| {
+        let receiver = engine::ehr::Hl7Receiver::new(engine.clone());
+        tokio::spawn(engine::ehr::mllp::serve(
+            listener,
+            receiver,
+            stopped(stop_rx.clone()),
+        ))
+    });
     let http_server = axum::serve(http, app).with_graceful_shutdown(stopped(stop_rx.clone()));
     let metrics_server = axum::serve(metrics, metrics_router(store.clone()))
         .with_graceful_shutdown(stopped(stop_rx));
@@ -102,6 +125,9 @@ pub async fn launch_with_listeners(
     tokio::select! {
         result = servers => { result?; }
         _ = deadline => tracing::warn!("in-flight requests did not finish in time; exiting"),
+    }
+    if let Some(server) = mllp_server {
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, server).await;
     }
     for worker in workers {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, worker).await;
@@ -156,7 +182,10 @@ pub async fn serve(config: &Config, store: Arc<dyn AppStore>) -> anyhow::Result<
     let metrics = TcpListener::bind(config.metrics_addr)
         .await
         .with_context(|| format!("binding {}", config.metrics_addr))?;
-    tracing::info!(http = %config.http_addr, metrics = %config.metrics_addr, backend = store.backend(), "rapport is serving");
+    let mllp = TcpListener::bind(config.mllp_addr)
+        .await
+        .with_context(|| format!("binding {} (RAPPORT_MLLP_ADDR)", config.mllp_addr))?;
+    tracing::info!(http = %config.http_addr, metrics = %config.metrics_addr, mllp = %config.mllp_addr, backend = store.backend(), "rapport is serving");
     let engine = engine(config, store, Arc::new(domain::SystemClock))?;
-    launch_with_listeners(config, engine, http, metrics, shutdown_signal()).await
+    launch_all(config, engine, http, metrics, Some(mllp), shutdown_signal()).await
 }

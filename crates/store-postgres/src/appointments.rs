@@ -1,13 +1,23 @@
 //! Appointments: the document, with the columns that schedules are searched by, and
 //! their external identifiers (unique per organisation, kind and system).
 
-use crate::{PostgresStore, db, pg_instant, rows_per_insert, to_doc, touched};
+use crate::patients::missing_or_stale;
+use crate::{PostgresStore, db, pg_instant, rows_per_insert, to_doc};
 use async_trait::async_trait;
 use domain::{Appointment, AppointmentId, ExternalIdKind, OrgId};
+use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 use store::{AppointmentQuery, AppointmentStore, Page, PageRequest, StoreError, StoreResult};
 use uuid::Uuid;
+
+/// An appointment as stored: the document, with the version only the column keeps
+/// current. `row` has the columns `doc` and `version`.
+pub(crate) fn read_appointment(row: &PgRow) -> StoreResult<Appointment> {
+    let Json(mut a) = row.try_get::<Json<Appointment>, _>("doc").map_err(db)?;
+    a.version = row.try_get("version").map_err(db)?;
+    Ok(a)
+}
 
 /// The listing order, in microseconds as SQLite keeps it, so that both backends' cursors
 /// carry the same key.
@@ -46,42 +56,40 @@ async fn insert_identifiers(
     Ok(())
 }
 
-#[async_trait]
-impl AppointmentStore for PostgresStore {
-    async fn insert_appointment(&self, a: &Appointment) -> StoreResult<()> {
-        self.insert_appointments(std::slice::from_ref(a)).await
+/// Inserts appointments (at version 1, whatever the structs say) with their identifiers.
+pub(crate) async fn insert_rows(
+    conn: &mut PgConnection,
+    appointments: &[Appointment],
+) -> StoreResult<()> {
+    for chunk in appointments.chunks(rows_per_insert(12)) {
+        let mut q = QueryBuilder::<Postgres>::new(
+            "INSERT INTO appointments (id, org_id, patient_id, provider_id, location_id, start_at, sort_at, status, doc, created_at, updated_at, version) ",
+        );
+        q.push_values(chunk, |mut b, a| {
+            b.push_bind(a.id.0)
+                .push_bind(a.org_id.0)
+                .push_bind(a.patient_id.0)
+                .push_bind(a.provider_id.map(|p| p.0))
+                .push_bind(a.location_id.map(|l| l.0))
+                .push_bind(a.start.map(pg_instant))
+                .push_bind(sort_at(a))
+                .push_bind(a.status.as_str())
+                .push_bind(to_doc(a))
+                .push_bind(pg_instant(a.created_at))
+                .push_bind(pg_instant(a.updated_at))
+                .push_bind(1_i64);
+        });
+        q.build().execute(&mut *conn).await.map_err(db)?;
+        insert_identifiers(conn, chunk).await?;
     }
+    Ok(())
+}
 
-    async fn insert_appointments(&self, appointments: &[Appointment]) -> StoreResult<()> {
-        let mut tx = self.write().await?;
-        for chunk in appointments.chunks(rows_per_insert(12)) {
-            let mut q = QueryBuilder::<Postgres>::new(
-                "INSERT INTO appointments (id, org_id, patient_id, provider_id, location_id, start_at, sort_at, status, doc, created_at, updated_at, version) ",
-            );
-            q.push_values(chunk, |mut b, a| {
-                b.push_bind(a.id.0)
-                    .push_bind(a.org_id.0)
-                    .push_bind(a.patient_id.0)
-                    .push_bind(a.provider_id.map(|p| p.0))
-                    .push_bind(a.location_id.map(|l| l.0))
-                    .push_bind(a.start.map(pg_instant))
-                    .push_bind(sort_at(a))
-                    .push_bind(a.status.as_str())
-                    .push_bind(to_doc(a))
-                    .push_bind(pg_instant(a.created_at))
-                    .push_bind(pg_instant(a.updated_at))
-                    .push_bind(1_i64);
-            });
-            q.build().execute(&mut *tx).await.map_err(db)?;
-            insert_identifiers(&mut tx, chunk).await?;
-        }
-        tx.commit().await.map_err(db)
-    }
-
-    async fn update_appointment(&self, a: &Appointment) -> StoreResult<()> {
-        let mut tx = self.write().await?;
-        let done = sqlx::query(
-            "UPDATE appointments SET patient_id = $1, provider_id = $2, location_id = $3, start_at = $4, sort_at = $5, status = $6, doc = $7, updated_at = $8, version = version + 1 WHERE org_id = $9 AND id = $10",
+/// Replaces an appointment if it is still at the version the struct carries, bumping it,
+/// and rewrites its identifiers.
+pub(crate) async fn update_row(conn: &mut PgConnection, a: &Appointment) -> StoreResult<()> {
+    let done = sqlx::query(
+            "UPDATE appointments SET patient_id = $1, provider_id = $2, location_id = $3, start_at = $4, sort_at = $5, status = $6, doc = $7, updated_at = $8, version = version + 1 WHERE org_id = $9 AND id = $10 AND version = $11",
         )
         .bind(a.patient_id.0)
         .bind(a.provider_id.map(|p| p.0))
@@ -93,29 +101,48 @@ impl AppointmentStore for PostgresStore {
         .bind(pg_instant(a.updated_at))
         .bind(a.org_id.0)
         .bind(a.id.0)
-        .execute(&mut *tx)
+        .bind(a.version)
+        .execute(&mut *conn)
         .await
         .map_err(db)?;
-        touched(done)?;
-        sqlx::query("DELETE FROM appointment_identifiers WHERE appointment_id = $1")
-            .bind(a.id.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        insert_identifiers(&mut tx, std::slice::from_ref(a)).await?;
+    if done.rows_affected() == 0 {
+        return Err(missing_or_stale(conn, "appointments", a.org_id, a.id.0).await);
+    }
+    sqlx::query("DELETE FROM appointment_identifiers WHERE appointment_id = $1")
+        .bind(a.id.0)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    insert_identifiers(conn, std::slice::from_ref(a)).await
+}
+
+#[async_trait]
+impl AppointmentStore for PostgresStore {
+    async fn insert_appointment(&self, a: &Appointment) -> StoreResult<()> {
+        self.insert_appointments(std::slice::from_ref(a)).await
+    }
+
+    async fn insert_appointments(&self, appointments: &[Appointment]) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        insert_rows(&mut tx, appointments).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn update_appointment(&self, a: &Appointment) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        update_row(&mut tx, a).await?;
         tx.commit().await.map_err(db)
     }
 
     async fn appointment(&self, org: OrgId, id: AppointmentId) -> StoreResult<Appointment> {
-        let Json(doc) = sqlx::query_scalar::<_, Json<Appointment>>(
-            "SELECT doc FROM appointments WHERE org_id = $1 AND id = $2",
-        )
-        .bind(org.0)
-        .bind(id.0)
-        .fetch_one(self.read())
-        .await
-        .map_err(db)?;
-        Ok(doc)
+        let row =
+            sqlx::query("SELECT doc, version FROM appointments WHERE org_id = $1 AND id = $2")
+                .bind(org.0)
+                .bind(id.0)
+                .fetch_one(self.read())
+                .await
+                .map_err(db)?;
+        read_appointment(&row)
     }
 
     async fn appointment_by_identifier(
@@ -125,8 +152,8 @@ impl AppointmentStore for PostgresStore {
         system: &str,
         value: &str,
     ) -> StoreResult<Appointment> {
-        let Json(doc) = sqlx::query_scalar::<_, Json<Appointment>>(
-            "SELECT a.doc FROM appointment_identifiers i JOIN appointments a ON a.id = i.appointment_id WHERE i.org_id = $1 AND i.kind = $2 AND i.system = $3 AND i.value = $4",
+        let row = sqlx::query(
+            "SELECT a.doc, a.version FROM appointment_identifiers i JOIN appointments a ON a.id = i.appointment_id WHERE i.org_id = $1 AND i.kind = $2 AND i.system = $3 AND i.value = $4",
         )
         .bind(org.0)
         .bind(kind(k))
@@ -135,7 +162,7 @@ impl AppointmentStore for PostgresStore {
         .fetch_one(self.read())
         .await
         .map_err(db)?;
-        Ok(doc)
+        read_appointment(&row)
     }
 
     async fn search_appointments(
@@ -145,7 +172,7 @@ impl AppointmentStore for PostgresStore {
         page: &PageRequest,
     ) -> StoreResult<Page<Appointment>> {
         let mut q = QueryBuilder::<Postgres>::new(
-            "SELECT id, sort_at, doc FROM appointments WHERE org_id = ",
+            "SELECT id, sort_at, doc, version FROM appointments WHERE org_id = ",
         );
         q.push_bind(org.0);
         if let Some(from) = query.from {
@@ -190,8 +217,7 @@ impl AppointmentStore for PostgresStore {
             .map(|r| {
                 let id: Uuid = r.try_get("id").map_err(db)?;
                 let key: i64 = r.try_get("sort_at").map_err(db)?;
-                let Json(doc) = r.try_get::<Json<Appointment>, _>("doc").map_err(db)?;
-                Ok((key.to_string(), id, doc))
+                Ok((key.to_string(), id, read_appointment(&r)?))
             })
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(Page::from_rows(rows, page.limit))

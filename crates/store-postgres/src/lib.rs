@@ -4,6 +4,7 @@
 //! write runs in its own transaction.
 
 mod appointments;
+mod ehr;
 mod messaging;
 mod organizations;
 mod patients;
@@ -26,6 +27,8 @@ const MAX_CONNECTIONS: u32 = 16;
 
 /// Unique constraints whose violation a person fixes by changing the slug.
 const SLUG_CONSTRAINTS: &[&str] = &["organizations_slug_key"];
+/// Unique constraints whose violation a person fixes by changing the name.
+const NAME_CONSTRAINTS: &[&str] = &["hl7_interfaces_name_key"];
 /// Unique constraints whose violation a person fixes by changing an identifier.
 const IDENTIFIER_CONSTRAINTS: &[&str] = &[
     "patient_identifiers_unique",
@@ -123,6 +126,8 @@ pub(crate) fn db(e: sqlx::Error) -> StoreError {
                 "slug"
             } else if IDENTIFIER_CONSTRAINTS.contains(&constraint) {
                 "identifiers"
+            } else if NAME_CONSTRAINTS.contains(&constraint) {
+                "name"
             } else {
                 "id"
             };

@@ -1,13 +1,26 @@
 //! Patients: the document, plus index rows for identifiers (unique per authority),
 //! phones (E.164) and name words, rewritten on every change.
 
-use crate::{PostgresStore, db, pg_date, pg_instant, rows_per_insert, to_doc, touched};
+use crate::{PostgresStore, db, pg_date, pg_instant, rows_per_insert, to_doc};
 use async_trait::async_trait;
 use domain::{OrgId, Patient, PatientId};
+use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
-use store::{Page, PageRequest, PatientQuery, PatientStore, StoreResult};
+use store::{Page, PageRequest, PatientQuery, PatientStore, StoreError, StoreResult};
 use uuid::Uuid;
+
+/// A patient as stored: the document, with the version and merge that only the columns
+/// keep current. `row` has the columns `doc`, `version` and `merged_into`.
+pub(crate) fn read_patient(row: &PgRow) -> StoreResult<Patient> {
+    let Json(mut p) = row.try_get::<Json<Patient>, _>("doc").map_err(db)?;
+    p.version = row.try_get("version").map_err(db)?;
+    p.merged_into = row
+        .try_get::<Option<Uuid>, _>("merged_into")
+        .map_err(db)?
+        .map(PatientId);
+    Ok(p)
+}
 
 /// Upper bound of a prefix range: every string that starts with `prefix` sorts below it
 /// in byte order, which `name_key`'s collation "C" gives.
@@ -33,7 +46,8 @@ fn distinct_phones(p: &Patient) -> Vec<&str> {
     phones
 }
 
-async fn insert_rows(conn: &mut PgConnection, patients: &[Patient]) -> StoreResult<()> {
+/// Inserts patients (at version 1, whatever the structs say) with their index rows.
+pub(crate) async fn insert_rows(conn: &mut PgConnection, patients: &[Patient]) -> StoreResult<()> {
     for chunk in patients.chunks(rows_per_insert(7)) {
         let mut q = QueryBuilder::<Postgres>::new(
             "INSERT INTO patients (id, org_id, birth_date, doc, created_at, updated_at, version) ",
@@ -101,6 +115,56 @@ async fn insert_index_rows(conn: &mut PgConnection, patients: &[Patient]) -> Sto
     Ok(())
 }
 
+/// Replaces a patient if it is still at the version the struct carries, bumping it, and
+/// rewrites its index rows.
+pub(crate) async fn update_row(conn: &mut PgConnection, p: &Patient) -> StoreResult<()> {
+    let done = sqlx::query(
+        "UPDATE patients SET birth_date = $1, doc = $2, updated_at = $3, version = version + 1 WHERE org_id = $4 AND id = $5 AND version = $6",
+    )
+    .bind(p.birth_date.map(pg_date))
+    .bind(to_doc(p))
+    .bind(pg_instant(p.updated_at))
+    .bind(p.org_id.0)
+    .bind(p.id.0)
+    .bind(p.version)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    if done.rows_affected() == 0 {
+        return Err(missing_or_stale(conn, "patients", p.org_id, p.id.0).await);
+    }
+    for table in ["patient_identifiers", "patient_phones", "patient_name_keys"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE patient_id = $1"))
+            .bind(p.id.0)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+    }
+    insert_index_rows(conn, std::slice::from_ref(p)).await
+}
+
+/// Why a versioned update of `table` touched no row: the row is not in `org` at all, or
+/// someone changed it since it was read.
+pub(crate) async fn missing_or_stale(
+    conn: &mut PgConnection,
+    table: &str,
+    org: OrgId,
+    id: Uuid,
+) -> StoreError {
+    let exists = sqlx::query_scalar::<_, i32>(&format!(
+        "SELECT 1 FROM {table} WHERE org_id = $1 AND id = $2"
+    ))
+    .bind(org.0)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await;
+    match exists {
+        Ok(Some(_)) => StoreError::VersionMismatch,
+        Ok(None) => StoreError::NotFound,
+        Err(e) => db(e),
+    }
+}
+
 #[async_trait]
 impl PatientStore for PostgresStore {
     async fn insert_patient(&self, patient: &Patient) -> StoreResult<()> {
@@ -115,39 +179,20 @@ impl PatientStore for PostgresStore {
 
     async fn update_patient(&self, p: &Patient) -> StoreResult<()> {
         let mut tx = self.write().await?;
-        let done = sqlx::query(
-            "UPDATE patients SET birth_date = $1, doc = $2, updated_at = $3, version = version + 1 WHERE org_id = $4 AND id = $5",
-        )
-        .bind(p.birth_date.map(pg_date))
-        .bind(to_doc(p))
-        .bind(pg_instant(p.updated_at))
-        .bind(p.org_id.0)
-        .bind(p.id.0)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        touched(done)?;
-        for table in ["patient_identifiers", "patient_phones", "patient_name_keys"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE patient_id = $1"))
-                .bind(p.id.0)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-        }
-        insert_index_rows(&mut tx, std::slice::from_ref(p)).await?;
+        update_row(&mut tx, p).await?;
         tx.commit().await.map_err(db)
     }
 
     async fn patient(&self, org: OrgId, id: PatientId) -> StoreResult<Patient> {
-        let Json(doc) = sqlx::query_scalar::<_, Json<Patient>>(
-            "SELECT doc FROM patients WHERE org_id = $1 AND id = $2",
+        let row = sqlx::query(
+            "SELECT doc, version, merged_into FROM patients WHERE org_id = $1 AND id = $2",
         )
         .bind(org.0)
         .bind(id.0)
         .fetch_one(self.read())
         .await
         .map_err(db)?;
-        Ok(doc)
+        read_patient(&row)
     }
 
     async fn search_patients(
@@ -162,7 +207,7 @@ impl PatientStore for PostgresStore {
             Some((first, rest)) => {
                 // Driven by the name index, ordered by the matching word; each patient is
                 // listed once, under the smallest of its words that matches.
-                q.push("SELECT k0.name_key AS sort_key, p.id, p.doc FROM patient_name_keys k0 JOIN patients p ON p.org_id = k0.org_id AND p.id = k0.patient_id WHERE k0.org_id = ")
+                q.push("SELECT k0.name_key AS sort_key, p.id, p.doc, p.version, p.merged_into FROM patient_name_keys k0 JOIN patients p ON p.org_id = k0.org_id AND p.id = k0.patient_id WHERE k0.org_id = ")
                     .push_bind(org.0)
                     .push(" AND k0.name_key >= ")
                     .push_bind(first.clone())
@@ -193,7 +238,7 @@ impl PatientStore for PostgresStore {
             }
             None => {
                 q.push(
-                    "SELECT ''::text AS sort_key, p.id, p.doc FROM patients p WHERE p.org_id = ",
+                    "SELECT ''::text AS sort_key, p.id, p.doc, p.version, p.merged_into FROM patients p WHERE p.org_id = ",
                 )
                 .push_bind(org.0);
                 if let Some(c) = &page.after {
@@ -201,6 +246,8 @@ impl PatientStore for PostgresStore {
                 }
             }
         }
+        // Merged patients live on in their survivor.
+        q.push(" AND p.merged_into IS NULL");
         if let Some(phone) = &query.phone {
             q.push(" AND p.id IN (SELECT patient_id FROM patient_phones WHERE org_id = ")
                 .push_bind(org.0)
@@ -233,8 +280,7 @@ impl PatientStore for PostgresStore {
             .map(|r| {
                 let key: String = r.try_get("sort_key").map_err(db)?;
                 let id: Uuid = r.try_get("id").map_err(db)?;
-                let Json(doc) = r.try_get::<Json<Patient>, _>("doc").map_err(db)?;
-                Ok((key, id, doc))
+                Ok((key, id, read_patient(&r)?))
             })
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(Page::from_rows(rows, page.limit))

@@ -23,6 +23,11 @@ mod messaging {
     store::messaging_contract_tests!(fresh_concrete);
 }
 
+mod ehr {
+    use super::fresh_concrete;
+    store::ehr_contract_tests!(fresh_concrete);
+}
+
 #[test]
 fn database_names_are_replaced_in_urls() {
     assert_eq!(

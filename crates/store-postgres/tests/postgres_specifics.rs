@@ -1,7 +1,8 @@
 //! What the contract does not reach but PostgreSQL makes worth checking: batches larger
 //! than one statement's bind limit, byte-order prefix search beyond ASCII, the mapping
-//! of foreign-key violations, and outbox claims racing on several connections. Skipped
-//! when `RAPPORT_TEST_POSTGRES_URL` is unset.
+//! of foreign-key violations, outbox and delivery claims racing on several connections,
+//! and the same HL7 message recorded by two connections at once. Skipped when
+//! `RAPPORT_TEST_POSTGRES_URL` is unset.
 
 mod support;
 
@@ -14,7 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use store::contract::{organization, patient};
 use store::contract_messaging::message;
-use store::{OrganizationStore, OutboxStore, PageRequest, PatientQuery, PatientStore, StoreError};
+use store::{
+    DeliveryStore, EventStore, Hl7Store, OrganizationStore, OutboxStore, PageRequest, PatientQuery,
+    PatientStore, Recorded, StoreError,
+};
 
 #[tokio::test]
 async fn batches_larger_than_one_statement_are_all_stored() {
@@ -115,6 +119,7 @@ async fn references_into_nothing_are_conflicts() {
         confirmation: ConfirmationState::Unconfirmed,
         created_at: start,
         updated_at: start,
+        version: 1,
     };
     match store::AppointmentStore::insert_appointment(&store, &orphan).await {
         Err(StoreError::Conflict { field, .. }) => assert_eq!(field, "reference"),
@@ -252,4 +257,91 @@ async fn claims_skip_rows_another_claim_holds_without_waiting() {
     let rest: HashSet<uuid::Uuid> = rest.iter().map(|m| m.id.0).collect();
     assert_eq!(rest, held.iter().copied().collect());
     assert_eq!(claimed.len() + rest.len(), all.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_delivery_claims_never_take_one_twice() {
+    let Some(store) = support::fresh_store().await else {
+        return;
+    };
+    let store = Arc::new(store);
+    let o = organization("deliveries");
+    store.insert_organization(&o).await.unwrap();
+    // Leases outlast the test, so each round's claims see only that round's deliveries.
+    let lease = now() + SignedDuration::from_hours(1);
+    for round in 0..10 {
+        let t = now();
+        let event = store::contract_ehr::record_event(o.id, "consent.changed", None, None, t);
+        EventStore::append_events(&*store, std::slice::from_ref(&event))
+            .await
+            .unwrap();
+        let made: Vec<_> = (0..150)
+            .map(|_| store::contract_ehr::delivery_of(&event, uuid::Uuid::now_v7(), t))
+            .collect();
+        EventStore::route_events(&*store, &[event.id], &made)
+            .await
+            .unwrap();
+        let barrier = Arc::new(tokio::sync::Barrier::new(3));
+        let claim = || {
+            let (store, barrier) = (Arc::clone(&store), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.claim_deliveries(t, lease, 60).await.unwrap()
+            })
+        };
+        let tasks = [claim(), claim(), claim()];
+        let mut all = HashSet::new();
+        let mut claimed = 0;
+        for task in tasks {
+            let got = task.await.unwrap();
+            claimed += got.len();
+            all.extend(got.into_iter().map(|d| d.id));
+        }
+        assert_eq!(
+            all.len(),
+            claimed,
+            "round {round}: a delivery was claimed twice"
+        );
+        // 3 × 60 ≥ 150: skipping locked rows, the claims together take every one.
+        assert_eq!(
+            all,
+            made.iter().map(|d| d.id).collect::<HashSet<_>>(),
+            "round {round}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_hl7_message_on_two_connections_is_stored_once() {
+    let Some(store) = support::fresh_store().await else {
+        return;
+    };
+    let store = Arc::new(store);
+    let o = organization("mllp");
+    store.insert_organization(&o).await.unwrap();
+    for round in 0..20 {
+        let raw = format!("MSH|^~\\&|EPIC|MAIN|||||SIU^S12|R{round}");
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let record = || {
+            let (store, barrier) = (Arc::clone(&store), Arc::clone(&barrier));
+            let m = store::contract_ehr::hl7_message(o.id, &format!("R{round}"), &raw, now());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let got = store
+                    .record_hl7_messages(std::slice::from_ref(&m))
+                    .await
+                    .unwrap();
+                (m, got)
+            })
+        };
+        let (a, b) = (record(), record());
+        let (a, b) = (a.await.unwrap(), b.await.unwrap());
+        match (&a.1[..], &b.1[..]) {
+            ([Recorded::Stored], [Recorded::Duplicate { original, ack }])
+                if *original == a.0.id && *ack == a.0.ack => {}
+            ([Recorded::Duplicate { original, ack }], [Recorded::Stored])
+                if *original == b.0.id && *ack == b.0.ack => {}
+            other => panic!("round {round}: expected one stored and one duplicate, got {other:?}"),
+        }
+    }
 }

@@ -1,12 +1,20 @@
 //! Appointments: the document, with the columns that schedules are searched by, and
 //! their external identifiers (unique per organisation, kind and system).
 
-use crate::{BATCH_ROWS, SqliteStore, db, from_doc, micros, to_doc, touched};
+use crate::patients::missing_or_stale;
+use crate::{BATCH_ROWS, SqliteStore, db, from_doc, micros, to_doc};
 use async_trait::async_trait;
 use domain::{Appointment, AppointmentId, ExternalIdKind, OrgId};
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use store::{AppointmentQuery, AppointmentStore, Page, PageRequest, StoreError, StoreResult};
 use uuid::Uuid;
+
+/// An appointment as stored: the document, with the version only the column keeps current.
+pub(crate) fn read_appointment(doc: &str, version: i64) -> StoreResult<Appointment> {
+    let mut a: Appointment = from_doc(doc)?;
+    a.version = version;
+    Ok(a)
+}
 
 fn sort_at(a: &Appointment) -> i64 {
     micros(a.start.unwrap_or(a.created_at))
@@ -43,42 +51,40 @@ async fn insert_identifiers(
     Ok(())
 }
 
-#[async_trait]
-impl AppointmentStore for SqliteStore {
-    async fn insert_appointment(&self, a: &Appointment) -> StoreResult<()> {
-        self.insert_appointments(std::slice::from_ref(a)).await
+/// Inserts appointments (at version 1, whatever the structs say) with their identifiers.
+pub(crate) async fn insert_rows(
+    conn: &mut SqliteConnection,
+    appointments: &[Appointment],
+) -> StoreResult<()> {
+    for chunk in appointments.chunks(BATCH_ROWS) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO appointments (id, org_id, patient_id, provider_id, location_id, start_at, sort_at, status, doc, created_at, updated_at, version) ",
+        );
+        q.push_values(chunk, |mut b, a| {
+            b.push_bind(a.id.0)
+                .push_bind(a.org_id.0)
+                .push_bind(a.patient_id.0)
+                .push_bind(a.provider_id.map(|p| p.0))
+                .push_bind(a.location_id.map(|l| l.0))
+                .push_bind(a.start.map(micros))
+                .push_bind(sort_at(a))
+                .push_bind(a.status.as_str())
+                .push_bind(to_doc(a))
+                .push_bind(micros(a.created_at))
+                .push_bind(micros(a.updated_at))
+                .push_bind(1_i64);
+        });
+        q.build().execute(&mut *conn).await.map_err(db)?;
+        insert_identifiers(conn, chunk).await?;
     }
+    Ok(())
+}
 
-    async fn insert_appointments(&self, appointments: &[Appointment]) -> StoreResult<()> {
-        let mut tx = self.write().await?;
-        for chunk in appointments.chunks(BATCH_ROWS) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO appointments (id, org_id, patient_id, provider_id, location_id, start_at, sort_at, status, doc, created_at, updated_at, version) ",
-            );
-            q.push_values(chunk, |mut b, a| {
-                b.push_bind(a.id.0)
-                    .push_bind(a.org_id.0)
-                    .push_bind(a.patient_id.0)
-                    .push_bind(a.provider_id.map(|p| p.0))
-                    .push_bind(a.location_id.map(|l| l.0))
-                    .push_bind(a.start.map(micros))
-                    .push_bind(sort_at(a))
-                    .push_bind(a.status.as_str())
-                    .push_bind(to_doc(a))
-                    .push_bind(micros(a.created_at))
-                    .push_bind(micros(a.updated_at))
-                    .push_bind(1_i64);
-            });
-            q.build().execute(&mut *tx).await.map_err(db)?;
-            insert_identifiers(&mut tx, chunk).await?;
-        }
-        tx.commit().await.map_err(db)
-    }
-
-    async fn update_appointment(&self, a: &Appointment) -> StoreResult<()> {
-        let mut tx = self.write().await?;
-        let done = sqlx::query(
-            "UPDATE appointments SET patient_id = ?, provider_id = ?, location_id = ?, start_at = ?, sort_at = ?, status = ?, doc = ?, updated_at = ?, version = version + 1 WHERE org_id = ? AND id = ?",
+/// Replaces an appointment if it is still at the version the struct carries, bumping it,
+/// and rewrites its identifiers.
+pub(crate) async fn update_row(conn: &mut SqliteConnection, a: &Appointment) -> StoreResult<()> {
+    let done = sqlx::query(
+            "UPDATE appointments SET patient_id = ?, provider_id = ?, location_id = ?, start_at = ?, sort_at = ?, status = ?, doc = ?, updated_at = ?, version = version + 1 WHERE org_id = ? AND id = ? AND version = ?",
         )
         .bind(a.patient_id.0)
         .bind(a.provider_id.map(|p| p.0))
@@ -90,28 +96,48 @@ impl AppointmentStore for SqliteStore {
         .bind(micros(a.updated_at))
         .bind(a.org_id.0)
         .bind(a.id.0)
-        .execute(&mut *tx)
+        .bind(a.version)
+        .execute(&mut *conn)
         .await
         .map_err(db)?;
-        touched(done)?;
-        sqlx::query("DELETE FROM appointment_identifiers WHERE appointment_id = ?")
-            .bind(a.id.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        insert_identifiers(&mut tx, std::slice::from_ref(a)).await?;
+    if done.rows_affected() == 0 {
+        return Err(missing_or_stale(conn, "appointments", a.org_id, a.id.0).await);
+    }
+    sqlx::query("DELETE FROM appointment_identifiers WHERE appointment_id = ?")
+        .bind(a.id.0)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    insert_identifiers(conn, std::slice::from_ref(a)).await
+}
+
+#[async_trait]
+impl AppointmentStore for SqliteStore {
+    async fn insert_appointment(&self, a: &Appointment) -> StoreResult<()> {
+        self.insert_appointments(std::slice::from_ref(a)).await
+    }
+
+    async fn insert_appointments(&self, appointments: &[Appointment]) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        insert_rows(&mut tx, appointments).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn update_appointment(&self, a: &Appointment) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        update_row(&mut tx, a).await?;
         tx.commit().await.map_err(db)
     }
 
     async fn appointment(&self, org: OrgId, id: AppointmentId) -> StoreResult<Appointment> {
-        let doc: String =
-            sqlx::query_scalar("SELECT doc FROM appointments WHERE org_id = ? AND id = ?")
+        let (doc, version): (String, i64) =
+            sqlx::query_as("SELECT doc, version FROM appointments WHERE org_id = ? AND id = ?")
                 .bind(org.0)
                 .bind(id.0)
                 .fetch_one(self.read())
                 .await
                 .map_err(db)?;
-        from_doc(&doc)
+        read_appointment(&doc, version)
     }
 
     async fn appointment_by_identifier(
@@ -121,8 +147,8 @@ impl AppointmentStore for SqliteStore {
         system: &str,
         value: &str,
     ) -> StoreResult<Appointment> {
-        let doc: String = sqlx::query_scalar(
-            "SELECT a.doc FROM appointment_identifiers i JOIN appointments a ON a.id = i.appointment_id WHERE i.org_id = ? AND i.kind = ? AND i.system = ? AND i.value = ?",
+        let (doc, version): (String, i64) = sqlx::query_as(
+            "SELECT a.doc, a.version FROM appointment_identifiers i JOIN appointments a ON a.id = i.appointment_id WHERE i.org_id = ? AND i.kind = ? AND i.system = ? AND i.value = ?",
         )
         .bind(org.0)
         .bind(kind(k))
@@ -131,7 +157,7 @@ impl AppointmentStore for SqliteStore {
         .fetch_one(self.read())
         .await
         .map_err(db)?;
-        from_doc(&doc)
+        read_appointment(&doc, version)
     }
 
     async fn search_appointments(
@@ -141,7 +167,7 @@ impl AppointmentStore for SqliteStore {
         page: &PageRequest,
     ) -> StoreResult<Page<Appointment>> {
         let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT id, sort_at, doc FROM appointments WHERE org_id = ",
+            "SELECT id, sort_at, doc, version FROM appointments WHERE org_id = ",
         );
         q.push_bind(org.0);
         if let Some(from) = query.from {
@@ -186,8 +212,11 @@ impl AppointmentStore for SqliteStore {
             .map(|r| {
                 let id: Uuid = r.try_get("id").map_err(db)?;
                 let key: i64 = r.try_get("sort_at").map_err(db)?;
-                let doc: String = r.try_get("doc").map_err(db)?;
-                Ok((key.to_string(), id, from_doc(&doc)?))
+                let appointment = read_appointment(
+                    r.try_get("doc").map_err(db)?,
+                    r.try_get("version").map_err(db)?,
+                )?;
+                Ok((key.to_string(), id, appointment))
             })
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(Page::from_rows(rows, page.limit))

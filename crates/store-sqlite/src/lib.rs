@@ -4,6 +4,7 @@
 //! for every write transaction on a single writer connection.
 
 mod appointments;
+mod ehr;
 mod messaging;
 mod organizations;
 mod patients;
@@ -138,6 +139,8 @@ pub(crate) fn db(e: sqlx::Error) -> StoreError {
                 "slug"
             } else if msg.contains("_identifiers.") {
                 "identifiers"
+            } else if msg.contains("hl7_interfaces.name") {
+                "name"
             } else {
                 "id"
             };

@@ -72,6 +72,14 @@ impl OrganizationStore for SqliteStore {
             .map_err(db)?;
         organization(row)
     }
+
+    async fn organizations(&self) -> StoreResult<Vec<Organization>> {
+        let rows = sqlx::query("SELECT * FROM organizations ORDER BY created_at, id")
+            .fetch_all(self.read())
+            .await
+            .map_err(db)?;
+        rows.into_iter().map(organization).collect()
+    }
 }
 
 fn token(row: SqliteRow) -> StoreResult<ApiToken> {

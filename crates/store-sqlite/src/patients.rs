@@ -1,12 +1,25 @@
 //! Patients: the document, plus index rows for identifiers (unique per authority),
 //! phones (E.164) and name words, rewritten on every change.
 
-use crate::{BATCH_ROWS, SqliteStore, db, from_doc, micros, to_doc, touched};
+use crate::{BATCH_ROWS, SqliteStore, db, from_doc, micros, to_doc};
 use async_trait::async_trait;
 use domain::{OrgId, Patient, PatientId};
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
-use store::{Page, PageRequest, PatientQuery, PatientStore, StoreResult};
+use store::{Page, PageRequest, PatientQuery, PatientStore, StoreError, StoreResult};
 use uuid::Uuid;
+
+/// A patient as stored: the document, with the version and merge that only the columns
+/// keep current.
+pub(crate) fn read_patient(
+    doc: &str,
+    version: i64,
+    merged_into: Option<Uuid>,
+) -> StoreResult<Patient> {
+    let mut p: Patient = from_doc(doc)?;
+    p.version = version;
+    p.merged_into = merged_into.map(PatientId);
+    Ok(p)
+}
 
 /// Upper bound of a prefix range: every string that starts with `prefix` sorts below it.
 pub(crate) fn prefix_end(prefix: &str) -> String {
@@ -31,7 +44,11 @@ fn distinct_phones(p: &Patient) -> Vec<&str> {
     phones
 }
 
-async fn insert_rows(conn: &mut SqliteConnection, patients: &[Patient]) -> StoreResult<()> {
+/// Inserts patients (at version 1, whatever the structs say) with their index rows.
+pub(crate) async fn insert_rows(
+    conn: &mut SqliteConnection,
+    patients: &[Patient],
+) -> StoreResult<()> {
     for chunk in patients.chunks(BATCH_ROWS) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO patients (id, org_id, birth_date, doc, created_at, updated_at, version) ",
@@ -99,6 +116,56 @@ async fn insert_index_rows(conn: &mut SqliteConnection, patients: &[Patient]) ->
     Ok(())
 }
 
+/// Replaces a patient if it is still at the version the struct carries, bumping it, and
+/// rewrites its index rows.
+pub(crate) async fn update_row(conn: &mut SqliteConnection, p: &Patient) -> StoreResult<()> {
+    let done = sqlx::query(
+        "UPDATE patients SET birth_date = ?, doc = ?, updated_at = ?, version = version + 1 WHERE org_id = ? AND id = ? AND version = ?",
+    )
+    .bind(p.birth_date.map(|d| d.to_string()))
+    .bind(to_doc(p))
+    .bind(micros(p.updated_at))
+    .bind(p.org_id.0)
+    .bind(p.id.0)
+    .bind(p.version)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    if done.rows_affected() == 0 {
+        return Err(missing_or_stale(conn, "patients", p.org_id, p.id.0).await);
+    }
+    for table in ["patient_identifiers", "patient_phones", "patient_name_keys"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE patient_id = ?"))
+            .bind(p.id.0)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+    }
+    insert_index_rows(conn, std::slice::from_ref(p)).await
+}
+
+/// Why a versioned update of `table` touched no row: the row is not in `org` at all, or
+/// someone changed it since it was read.
+pub(crate) async fn missing_or_stale(
+    conn: &mut SqliteConnection,
+    table: &str,
+    org: OrgId,
+    id: Uuid,
+) -> StoreError {
+    let exists = sqlx::query_scalar::<_, i64>(&format!(
+        "SELECT 1 FROM {table} WHERE org_id = ? AND id = ?"
+    ))
+    .bind(org.0)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await;
+    match exists {
+        Ok(Some(_)) => StoreError::VersionMismatch,
+        Ok(None) => StoreError::NotFound,
+        Err(e) => db(e),
+    }
+}
+
 #[async_trait]
 impl PatientStore for SqliteStore {
     async fn insert_patient(&self, patient: &Patient) -> StoreResult<()> {
@@ -113,38 +180,24 @@ impl PatientStore for SqliteStore {
 
     async fn update_patient(&self, p: &Patient) -> StoreResult<()> {
         let mut tx = self.write().await?;
-        let done = sqlx::query(
-            "UPDATE patients SET birth_date = ?, doc = ?, updated_at = ?, version = version + 1 WHERE org_id = ? AND id = ?",
-        )
-        .bind(p.birth_date.map(|d| d.to_string()))
-        .bind(to_doc(p))
-        .bind(micros(p.updated_at))
-        .bind(p.org_id.0)
-        .bind(p.id.0)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        touched(done)?;
-        for table in ["patient_identifiers", "patient_phones", "patient_name_keys"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE patient_id = ?"))
-                .bind(p.id.0)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-        }
-        insert_index_rows(&mut tx, std::slice::from_ref(p)).await?;
+        update_row(&mut tx, p).await?;
         tx.commit().await.map_err(db)
     }
 
     async fn patient(&self, org: OrgId, id: PatientId) -> StoreResult<Patient> {
-        let doc: String =
-            sqlx::query_scalar("SELECT doc FROM patients WHERE org_id = ? AND id = ?")
-                .bind(org.0)
-                .bind(id.0)
-                .fetch_one(self.read())
-                .await
-                .map_err(db)?;
-        from_doc(&doc)
+        let row = sqlx::query(
+            "SELECT doc, version, merged_into FROM patients WHERE org_id = ? AND id = ?",
+        )
+        .bind(org.0)
+        .bind(id.0)
+        .fetch_one(self.read())
+        .await
+        .map_err(db)?;
+        read_patient(
+            row.try_get("doc").map_err(db)?,
+            row.try_get("version").map_err(db)?,
+            row.try_get("merged_into").map_err(db)?,
+        )
     }
 
     async fn search_patients(
@@ -159,7 +212,7 @@ impl PatientStore for SqliteStore {
             Some((first, rest)) => {
                 // Driven by the name index, ordered by the matching word; each patient is
                 // listed once, under the smallest of its words that matches.
-                q.push("SELECT k0.name_key AS sort_key, p.id, p.doc FROM patient_name_keys k0 JOIN patients p ON p.org_id = k0.org_id AND p.id = k0.patient_id WHERE k0.org_id = ")
+                q.push("SELECT k0.name_key AS sort_key, p.id, p.doc, p.version, p.merged_into FROM patient_name_keys k0 JOIN patients p ON p.org_id = k0.org_id AND p.id = k0.patient_id WHERE k0.org_id = ")
                     .push_bind(org.0)
                     .push(" AND k0.name_key >= ")
                     .push_bind(first.clone())
@@ -184,13 +237,15 @@ impl PatientStore for SqliteStore {
                 }
             }
             None => {
-                q.push("SELECT '' AS sort_key, p.id, p.doc FROM patients p WHERE p.org_id = ")
+                q.push("SELECT '' AS sort_key, p.id, p.doc, p.version, p.merged_into FROM patients p WHERE p.org_id = ")
                     .push_bind(org.0);
                 if let Some(c) = &page.after {
                     q.push(" AND p.id > ").push_bind(c.id);
                 }
             }
         }
+        // Merged patients live on in their survivor.
+        q.push(" AND p.merged_into IS NULL");
         if let Some(phone) = &query.phone {
             q.push(" AND p.id IN (SELECT patient_id FROM patient_phones WHERE org_id = ")
                 .push_bind(org.0)
@@ -223,8 +278,12 @@ impl PatientStore for SqliteStore {
             .map(|r| {
                 let key: String = r.try_get("sort_key").map_err(db)?;
                 let id: Uuid = r.try_get("id").map_err(db)?;
-                let doc: String = r.try_get("doc").map_err(db)?;
-                Ok((key, id, from_doc(&doc)?))
+                let patient = read_patient(
+                    r.try_get("doc").map_err(db)?,
+                    r.try_get("version").map_err(db)?,
+                    r.try_get("merged_into").map_err(db)?,
+                )?;
+                Ok((key, id, patient))
             })
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(Page::from_rows(rows, page.limit))

@@ -28,3 +28,8 @@ mod messaging {
     use super::fresh_concrete;
     store::messaging_contract_tests!(fresh_concrete);
 }
+
+mod ehr {
+    use super::fresh_concrete;
+    store::ehr_contract_tests!(fresh_concrete);
+}

@@ -14,7 +14,8 @@ macro_rules! contract_tests {
             patient_search_by_name_phone_identifier_and_birth_date, patient_updates_reindex_search,
             patient_pages_cover_every_match_once, batch_insert_is_all_or_nothing,
             appointments_search_and_order_by_start, appointment_identifiers_are_unique,
-            records_are_scoped_to_their_organization, ready_after_migrations);
+            records_are_scoped_to_their_organization, updates_are_checked_against_the_version,
+            ready_after_migrations);
     };
     (@each $make:path; $($name:ident),*) => {
         $(
@@ -52,7 +53,7 @@ async fn org(store: &dyn Store, slug: &str) -> Organization {
     o
 }
 
-fn phone(number: &str) -> Phone {
+pub fn phone(number: &str) -> Phone {
     Phone::parse(
         &PhoneInput {
             number: number.into(),
@@ -89,6 +90,8 @@ pub fn patient(org: &Organization, given: &str, family: &str, mobile: &str, mrn:
         contacts: vec![],
         created_at: now(),
         updated_at: now(),
+        version: 1,
+        merged_into: None,
     }
 }
 
@@ -117,7 +120,7 @@ fn location(org: &Organization, name: &str) -> Location {
     }
 }
 
-fn appointment(org: &Organization, patient: &Patient, start: &str) -> Appointment {
+pub fn appointment(org: &Organization, patient: &Patient, start: &str) -> Appointment {
     let start: Timestamp = start.parse().unwrap();
     Appointment {
         id: AppointmentId::new(),
@@ -134,6 +137,7 @@ fn appointment(org: &Organization, patient: &Patient, start: &str) -> Appointmen
         confirmation: ConfirmationState::Unconfirmed,
         created_at: now(),
         updated_at: now(),
+        version: 1,
     }
 }
 
@@ -409,6 +413,7 @@ pub async fn patient_updates_reindex_search(store: &dyn Store) {
     p.phones = vec![phone("201-555-0199")];
     p.identifiers[0].value = "U2".into();
     store.update_patient(&p).await.unwrap();
+    p.version += 1;
     assert_eq!(store.patient(o.id, p.id).await.unwrap(), p);
     let q = |name: Option<&str>, phone: Option<&str>, mrn: Option<&str>| PatientQuery {
         name: name.map(Into::into),
@@ -618,6 +623,7 @@ pub async fn appointments_search_and_order_by_start(store: &dyn Store) {
     moved.end = None;
     moved.confirmation = ConfirmationState::Confirmed;
     store.update_appointment(&moved).await.unwrap();
+    moved.version += 1;
     assert_eq!(store.appointment(o.id, late.id).await.unwrap(), moved);
     let all = store
         .search_appointments(o.id, &AppointmentQuery::default(), &PageRequest::default())
@@ -714,6 +720,90 @@ pub async fn records_are_scoped_to_their_organization(store: &dyn Store) {
         pb,
         "the owner's record is untouched"
     );
+}
+
+pub async fn updates_are_checked_against_the_version(store: &dyn Store) {
+    let o = org(store, "ver").await;
+    let mut p = patient(&o, "Ana", "García", "201-555-0123", "V1");
+    p.version = 7;
+    store.insert_patient(&p).await.unwrap();
+    let read = store.patient(o.id, p.id).await.unwrap();
+    assert_eq!(
+        read.version, 1,
+        "an insert starts at version 1, whatever the struct says"
+    );
+    assert_eq!(read.merged_into, None);
+
+    // Two people read version 1; the first write wins and bumps the version.
+    let mut first = read.clone();
+    first.email = Some("ana@example.org".into());
+    store.update_patient(&first).await.unwrap();
+    let mut second = read.clone();
+    second.names[0].family = Some("Lopez".into());
+    assert!(matches!(
+        store.update_patient(&second).await,
+        Err(StoreError::VersionMismatch)
+    ));
+    let now_stored = store.patient(o.id, p.id).await.unwrap();
+    assert_eq!(now_stored.version, 2);
+    assert_eq!(now_stored.email.as_deref(), Some("ana@example.org"));
+    assert_eq!(
+        now_stored.names[0].family.as_deref(),
+        Some("García"),
+        "the stale write changed nothing"
+    );
+    let by_name = PatientQuery {
+        name: Some("lopez".into()),
+        ..Default::default()
+    };
+    assert!(names(store, o.id, by_name).await.is_empty());
+    // Written again from a fresh read, it goes through.
+    let mut again = now_stored.clone();
+    again.names[0].family = Some("Lopez".into());
+    store.update_patient(&again).await.unwrap();
+    assert_eq!(store.patient(o.id, p.id).await.unwrap().version, 3);
+    let listed = store
+        .search_patients(o.id, &PatientQuery::default(), &PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(listed.items[0].version, 3, "searches read the version too");
+    // Absent (or another organisation's) is NotFound, not a version conflict.
+    let other = org(store, "ver2").await;
+    let mut elsewhere = again.clone();
+    elsewhere.org_id = other.id;
+    assert!(matches!(
+        store.update_patient(&elsewhere).await,
+        Err(StoreError::NotFound)
+    ));
+
+    let a = appointment(&o, &p, "2026-12-01T15:00:00Z");
+    store.insert_appointment(&a).await.unwrap();
+    let read = store.appointment(o.id, a.id).await.unwrap();
+    assert_eq!(read.version, 1);
+    let mut confirmed = read.clone();
+    confirmed.confirmation = ConfirmationState::Confirmed;
+    store.update_appointment(&confirmed).await.unwrap();
+    let mut cancelled = read.clone();
+    cancelled.status = AppointmentStatus::Cancelled;
+    assert!(matches!(
+        store.update_appointment(&cancelled).await,
+        Err(StoreError::VersionMismatch)
+    ));
+    let stored = store.appointment(o.id, a.id).await.unwrap();
+    assert_eq!(
+        (stored.version, stored.status, stored.confirmation),
+        (2, AppointmentStatus::Booked, ConfirmationState::Confirmed)
+    );
+    let listed = store
+        .search_appointments(o.id, &AppointmentQuery::default(), &PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(listed.items[0].version, 2);
+    let ghost = appointment(&o, &p, "2026-12-02T15:00:00Z");
+    assert!(matches!(
+        store.update_appointment(&ghost).await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 pub async fn ready_after_migrations(store: &dyn Store) {

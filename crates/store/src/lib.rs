@@ -3,10 +3,17 @@
 //! contract suite ([`contract`]) that every backend must pass.
 
 pub mod contract;
+pub mod contract_ehr;
 pub mod contract_messaging;
+pub mod ehr;
 pub mod messaging;
 pub mod page;
 
+pub use ehr::{
+    Delivery, DeliveryState, DeliveryStore, DocumentStore, EhrStore, EventQuery, EventSource,
+    EventStore, FhirDocument, Hl7Interface, Hl7Message, Hl7MessageQuery, Hl7State, Hl7Store,
+    RecordEvent, RecordWrite, Recorded, WebhookEndpoint,
+};
 pub use messaging::{
     AppStore, Channel, ChannelSettings, ChannelStore, ConsentEvent, ConsentStore, Conversation,
     ConversationStore, Enqueued, InboundMedia, InboundMessage, InboundStore, MediaStore,
@@ -65,6 +72,8 @@ pub trait OrganizationStore: Send + Sync {
     ) -> StoreResult<()>;
     async fn organization(&self, id: OrgId) -> StoreResult<Organization>;
     async fn organization_by_slug(&self, slug: &str) -> StoreResult<Organization>;
+    /// Every organisation, oldest first (few: one per clinic group).
+    async fn organizations(&self) -> StoreResult<Vec<Organization>>;
 }
 
 #[async_trait]

@@ -291,10 +291,10 @@ impl<T> MessagingStore for T where
 {
 }
 
-/// The whole store: records and messaging.
-pub trait AppStore: crate::Store + MessagingStore {}
+/// The whole store: records, messaging and EHR integration.
+pub trait AppStore: crate::Store + MessagingStore + crate::ehr::EhrStore {}
 
-impl<T: crate::Store + MessagingStore + ?Sized> AppStore for T {}
+impl<T: crate::Store + MessagingStore + crate::ehr::EhrStore + ?Sized> AppStore for T {}
 
 /// A conversation: everything sent to and received from one number in one organisation.
 /// Patients are attached by their phones (a household's shared number attaches several).

@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations and the domain types.
 
 use crate::api::{
-    appointments, channels, consent, conversations, locations, media, messages, organization,
+    appointments, channels, consent, conversations, ehr, locations, media, messages, organization,
     patients, providers, tokens,
 };
 use axum::response::IntoResponse;
@@ -22,6 +22,10 @@ use utoipa::{Modify, OpenApi};
         conversations::list, conversations::show, conversations::update,
         media::show,
         channels::list, channels::create, channels::update,
+        ehr::list_interfaces, ehr::create_interface, ehr::show_interface, ehr::update_interface,
+        ehr::search_messages, ehr::show_message, ehr::retry_message, ehr::events,
+        ehr::list_webhooks, ehr::create_webhook, ehr::update_webhook,
+        ehr::deliveries, ehr::replay_delivery, ehr::import,
         tokens::list, tokens::create, tokens::revoke,
     ),
     components(schemas(crate::error::ErrorResponse, domain::PhoneInput, domain::patient::ContactInput)),
@@ -32,6 +36,7 @@ use utoipa::{Modify, OpenApi};
         (name = "setup", description = "Locations and providers"),
         (name = "messaging", description = "Messages, consent and SMS channels"),
         (name = "organization", description = "The caller's organisation and its API tokens"),
+        (name = "ehr", description = "EHR integration: HL7 interfaces and message log, events, webhooks, deliveries, CSV imports"),
     )
 )]
 struct ApiDoc;

@@ -42,6 +42,8 @@ macro_rules! both_backends {
 
 pub struct TestApp {
     pub base: String,
+    /// `host:port` of the MLLP listener.
+    pub mllp: String,
     pub metrics: String,
     pub store: Arc<dyn AppStore>,
     pub client: reqwest::Client,
@@ -106,6 +108,8 @@ impl TestApp {
             .unwrap();
         let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mllp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mllp_addr = mllp.local_addr().unwrap().to_string();
         let base = format!("http://{}", http.local_addr().unwrap());
         let metrics_url = format!("http://{}/metrics", metrics.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -114,13 +118,14 @@ impl TestApp {
             rapport::engine(&config, store.clone(), Arc::new(domain::SystemClock)).expect("engine");
         let server_engine = engine.clone();
         let server = tokio::spawn(async move {
-            rapport::launch_with_listeners(&config, server_engine, http, metrics, async {
+            rapport::launch_all(&config, server_engine, http, metrics, Some(mllp), async {
                 let _ = rx.await;
             })
             .await
         });
         Some(TestApp {
             base,
+            mllp: mllp_addr,
             metrics: metrics_url,
             store,
             client: reqwest::Client::new(),
@@ -180,6 +185,52 @@ impl TestApp {
         let status = res.status();
         let text = res.text().await.unwrap_or_default();
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Sends one HL7 message over MLLP (bytes as given) and returns the reply's text.
+    pub async fn mllp_send(&self, message: &[u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(&self.mllp)
+            .await
+            .expect("MLLP connects");
+        let mut framed = vec![0x0b];
+        framed.extend_from_slice(message);
+        framed.extend_from_slice(&[0x1c, 0x0d]);
+        stream.write_all(&framed).await.unwrap();
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut buf))
+                .await
+                .expect("a reply within 10 s")
+                .unwrap();
+            assert!(n > 0, "connection closed without a reply");
+            reply.extend_from_slice(&buf[..n]);
+            if reply.ends_with(&[0x1c, 0x0d]) {
+                break;
+            }
+        }
+        assert_eq!(reply[0], 0x0b, "reply framed with VT");
+        String::from_utf8(reply[1..reply.len() - 2].to_vec()).expect("reply is UTF-8")
+    }
+
+    /// Waits until `check` passes (HL7 messages are applied just after their reply).
+    pub async fn eventually<F, Fut>(&self, what: &str, mut check: F) -> Value
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<Value>>,
+    {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {

@@ -48,6 +48,20 @@ const LEAST_ROLE: &[(&str, &str, Role)] = &[
     ("get", "/api/v1/tokens", Role::Admin),
     ("post", "/api/v1/tokens", Role::Admin),
     ("delete", "/api/v1/tokens/{id}", Role::Admin),
+    ("get", "/api/v1/interfaces", Role::Manager),
+    ("post", "/api/v1/interfaces", Role::Admin),
+    ("get", "/api/v1/interfaces/{id}", Role::Manager),
+    ("put", "/api/v1/interfaces/{id}", Role::Admin),
+    ("get", "/api/v1/hl7/messages", Role::Manager),
+    ("get", "/api/v1/hl7/messages/{id}", Role::Manager),
+    ("post", "/api/v1/hl7/messages/{id}/retry", Role::Manager),
+    ("get", "/api/v1/events", Role::Viewer),
+    ("get", "/api/v1/webhooks", Role::Manager),
+    ("post", "/api/v1/webhooks", Role::Admin),
+    ("patch", "/api/v1/webhooks/{id}", Role::Admin),
+    ("get", "/api/v1/deliveries", Role::Manager),
+    ("post", "/api/v1/deliveries/{id}/replay", Role::Manager),
+    ("post", "/api/v1/imports/{kind}", Role::Manager),
 ];
 
 async fn operations(app: &TestApp) -> Vec<(String, String)> {
@@ -222,6 +236,60 @@ async fn another_organizations_records_are_404_on_every_route(app: &TestApp) {
     };
     app.store.insert_media(&b_media).await.unwrap();
     let media = json!({"id": b_media.id.to_string()});
+    let iface = as_b(
+        Method::POST,
+        "/api/v1/interfaces",
+        json!({"name": "B feed", "sending_application": "BEHR"}),
+    )
+    .await;
+    let hook = as_b(
+        Method::POST,
+        "/api/v1/webhooks",
+        json!({"url": "http://127.0.0.1:9/b"}),
+    )
+    .await;
+    let b_hl7 = store::Hl7Message {
+        id: domain::Hl7MessageId::new(),
+        org_id: b_org.id,
+        interface_id: None,
+        received_at: jiff::Timestamp::now(),
+        sender: "BEHR|B".into(),
+        control_id: "B-CTRL".into(),
+        content_hash: "b".repeat(64),
+        message_type: "ADT^A04".into(),
+        raw: b"MSH|^~\\&|BEHR|B".to_vec(),
+        ack: "MSA|AA|B-CTRL".into(),
+        ack_code: "AA".into(),
+        state: store::Hl7State::Failed,
+        result: None,
+        processed_at: None,
+    };
+    app.store
+        .record_hl7_messages(&[b_hl7.clone()])
+        .await
+        .unwrap();
+    let hl7 = json!({"id": b_hl7.id.to_string()});
+    let now = jiff::Timestamp::now();
+    let b_delivery = store::Delivery {
+        id: domain::DeliveryId::new(),
+        org_id: b_org.id,
+        target_kind: "webhook".into(),
+        target_id: hook["id"].as_str().unwrap().parse().unwrap(),
+        event_id: domain::EventId::new(),
+        event_kind: "appointment.created".into(),
+        payload: "{}".into(),
+        state: store::DeliveryState::Pending,
+        attempts: 0,
+        next_attempt_at: now,
+        last_error: None,
+        created_at: now,
+        updated_at: now,
+    };
+    app.store
+        .route_events(&[], &[b_delivery.clone()])
+        .await
+        .unwrap();
+    let delivery = json!({"id": b_delivery.id.to_string()});
     // Each templated route gets organisation B's record for its {id}.
     let record_for = |template: &str| -> &Value {
         let segment = template
@@ -239,19 +307,29 @@ async fn another_organizations_records_are_404_on_every_route(app: &TestApp) {
             "messages" => &msg,
             "conversations" => &conv,
             "media" => &media,
+            "interfaces" => &iface,
+            "hl7" => &hl7,
+            "webhooks" => &hook,
+            "deliveries" => &delivery,
             _ => panic!("{template}: no organisation-B record to try it on; add one"),
         }
     };
-    let b_ids: Vec<String> = [&loc, &prov, &pat, &appt, &tok, &chan, &msg, &conv]
-        .iter()
-        .map(|v| v["id"].as_str().unwrap().to_owned())
-        .collect();
+    let b_ids: Vec<String> = [
+        &loc, &prov, &pat, &appt, &tok, &chan, &msg, &conv, &iface, &hook, &hl7, &delivery,
+    ]
+    .iter()
+    .map(|v| v["id"].as_str().unwrap().to_owned())
+    .collect();
     for (m, path) in operations(app).await {
         if path.contains("{id}") {
             let url = path.replace("{id}", record_for(&path)["id"].as_str().unwrap());
-            let body = (m == "patch").then(|| {
+            let body = matches!(m.as_str(), "patch" | "put").then(|| {
                 if path.starts_with("/api/v1/channels") {
                     json!({"settings": {"daily_cap": 1}})
+                } else if path.starts_with("/api/v1/interfaces") {
+                    json!({"name": "hijacked"})
+                } else if path.starts_with("/api/v1/webhooks") {
+                    json!({"active": false})
                 } else if path.starts_with("/api/v1/conversations") {
                     json!({"status": "closed"})
                 } else {

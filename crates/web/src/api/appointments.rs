@@ -148,9 +148,11 @@ async fn build(
         None => org.time_zone.clone(),
     };
     let now = s.clock.now();
-    let (id, created_at) = base
-        .map(|b| (b.id, b.created_at))
-        .unwrap_or((AppointmentId::new(), now));
+    // An update carries the version it was read at: the store refuses it if the
+    // appointment changed since. A new appointment starts at version 1.
+    let (id, created_at, version) =
+        base.map(|b| (b.id, b.created_at, b.version))
+            .unwrap_or((AppointmentId::new(), now, 1));
     Ok(Appointment {
         id,
         org_id: org.id,
@@ -166,6 +168,7 @@ async fn build(
         confirmation: input.confirmation.unwrap_or_default(),
         created_at,
         updated_at: now,
+        version,
     })
 }
 
@@ -178,13 +181,27 @@ pub(crate) async fn create(
     Body(input): Body<NewAppointment>,
 ) -> Result<(StatusCode, Json<Appointment>), ApiError> {
     let appointment = build(&s, &caller.org, input, None).await?;
-    s.store.insert_appointment(&appointment).await?;
+    let events: Vec<_> = engine::ehr::apply::api_appointment_event(
+        None,
+        &appointment,
+        &caller.token_name,
+        appointment.created_at,
+    )
+    .into_iter()
+    .collect();
+    s.store
+        .write_with_events(
+            &[store::RecordWrite::InsertAppointment(appointment.clone())],
+            &events,
+        )
+        .await?;
+    s.engine.events_ready.notify_one();
     Ok((StatusCode::CREATED, Json(appointment)))
 }
 
 #[utoipa::path(patch, path = "/api/v1/appointments/{id}", tag = "appointments", params(("id" = String, Path)),
     request_body(content = Object, description = "JSON merge patch (RFC 7396) over the fields of NewAppointment"),
-    responses((status = 200, body = Appointment), (status = 404, body = ErrorResponse), (status = 422, body = ErrorResponse)),
+    responses((status = 200, body = Appointment), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse), (status = 422, body = ErrorResponse)),
     security(("bearer" = [])))]
 pub(crate) async fn update(
     State(s): State<AppState>,
@@ -195,10 +212,25 @@ pub(crate) async fn update(
     let id: AppointmentId = path_id(&id, "appointment")?;
     let current = found(s.store.appointment(caller.org.id, id).await, "appointment")?;
     let input: NewAppointment = patch.apply(&current.to_input())?;
-    let appointment = build(&s, &caller.org, input, Some(current)).await?;
+    let mut appointment = build(&s, &caller.org, input, Some(current.clone())).await?;
+    let events: Vec<_> = engine::ehr::apply::api_appointment_event(
+        Some(&current),
+        &appointment,
+        &caller.token_name,
+        appointment.updated_at,
+    )
+    .into_iter()
+    .collect();
     found(
-        s.store.update_appointment(&appointment).await,
+        s.store
+            .write_with_events(
+                &[store::RecordWrite::UpdateAppointment(appointment.clone())],
+                &events,
+            )
+            .await,
         "appointment",
     )?;
+    s.engine.events_ready.notify_one();
+    appointment.version += 1;
     Ok(Json(appointment))
 }

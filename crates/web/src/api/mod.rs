@@ -4,6 +4,7 @@ pub(crate) mod appointments;
 pub(crate) mod channels;
 pub(crate) mod consent;
 pub(crate) mod conversations;
+pub(crate) mod ehr;
 pub(crate) mod locations;
 pub(crate) mod media;
 pub(crate) mod messages;
@@ -66,6 +67,36 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/channels/{id}", axum::routing::patch(channels::update))
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .route(
+            "/interfaces",
+            get(ehr::list_interfaces).post(ehr::create_interface),
+        )
+        .route(
+            "/interfaces/{id}",
+            get(ehr::show_interface).put(ehr::update_interface),
+        )
+        .route("/hl7/messages", get(ehr::search_messages))
+        .route("/hl7/messages/{id}", get(ehr::show_message))
+        .route(
+            "/hl7/messages/{id}/retry",
+            axum::routing::post(ehr::retry_message),
+        )
+        .route("/events", get(ehr::events))
+        .route(
+            "/webhooks",
+            get(ehr::list_webhooks).post(ehr::create_webhook),
+        )
+        .route("/webhooks/{id}", axum::routing::patch(ehr::update_webhook))
+        .route("/deliveries", get(ehr::deliveries))
+        .route(
+            "/deliveries/{id}/replay",
+            axum::routing::post(ehr::replay_delivery),
+        )
+        .route(
+            "/imports/{kind}",
+            axum::routing::post(ehr::import)
+                .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024)),
+        )
 }
 
 /// Query parameters whose every field is a string, parsed by the handler so that each

@@ -102,9 +102,11 @@ async fn build(
         )?;
     }
     let now = s.clock.now();
-    let (id, created_at) = base
-        .map(|b| (b.id, b.created_at))
-        .unwrap_or((PatientId::new(), now));
+    // An update carries the version it was read at: the store refuses it if the patient
+    // changed since. A new patient starts at version 1.
+    let (id, created_at, version, merged_into) = base
+        .map(|b| (b.id, b.created_at, b.version, b.merged_into))
+        .unwrap_or((PatientId::new(), now, 1, None));
     Ok(Patient {
         id,
         org_id: org.id,
@@ -121,6 +123,8 @@ async fn build(
         contacts: valid.contacts,
         created_at,
         updated_at: now,
+        version,
+        merged_into,
     })
 }
 
@@ -150,7 +154,8 @@ pub(crate) async fn update(
     let id: PatientId = path_id(&id, "patient")?;
     let current = found(s.store.patient(caller.org.id, id).await, "patient")?;
     let input: NewPatient = patch.apply(&current.to_input())?;
-    let patient = build(&s, &caller.org, input, Some(current)).await?;
+    let mut patient = build(&s, &caller.org, input, Some(current)).await?;
     found(s.store.update_patient(&patient).await, "patient")?;
+    patient.version += 1;
     Ok(Json(patient))
 }

@@ -1,0 +1,553 @@
+//! HL7 messages in: every framed message gets exactly one reply, and an accepted message
+//! is on disk before its reply leaves (DESIGN §3). Applying it to the records happens
+//! just after, in arrival order, by [`Engine::apply_pending_hl7`].
+
+use super::apply::{Applied, ApplyContext, ApplyError};
+use super::hl7_map::{self, Mapped, Refusal};
+use crate::{Engine, EngineError};
+use domain::interface::InterfaceSettings;
+use domain::{Hl7MessageId, OrgId, Organization};
+use hl7::Message;
+use hl7::ack::{AckCode, AckError};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use store::{EventSource, Hl7Interface, Hl7Message, Hl7State, Recorded, StoreError};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most messages committed together.
+const GROUP_COMMIT_MAX: usize = 512;
+/// How long the interface list is trusted before it is read again.
+const INTERFACES_TTL: Duration = Duration::from_secs(5);
+
+type Pending = (Hl7Message, oneshot::Sender<Result<Recorded, String>>);
+
+/// Receives HL7 frames (from the MLLP listener) for every organisation.
+pub struct Hl7Receiver {
+    engine: Arc<Engine>,
+    interfaces: RwLock<Option<(Instant, u64, Arc<Routing>)>>,
+    writer: mpsc::Sender<Pending>,
+    counter: AtomicU64,
+}
+
+/// Who a message belongs to.
+struct Routing {
+    interfaces: Vec<Hl7Interface>,
+    /// The organisation that takes messages when no interface is configured at all.
+    only_org: Option<OrgId>,
+}
+
+/// The reply to one frame, and whether it is worth telling the applier.
+pub struct Reply {
+    pub text: String,
+    pub stored: bool,
+}
+
+impl Hl7Receiver {
+    pub fn new(engine: Arc<Engine>) -> Arc<Self> {
+        let (tx, rx) = mpsc::channel::<Pending>(4 * GROUP_COMMIT_MAX);
+        tokio::spawn(group_commit(engine.clone(), rx));
+        Arc::new(Self {
+            engine,
+            interfaces: RwLock::new(None),
+            writer: tx,
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    /// Forgets the cached interfaces (after one is created or changed).
+    pub fn refresh(&self) {
+        *self.interfaces.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    async fn routing(&self) -> Result<Arc<Routing>, EngineError> {
+        let epoch = self.engine.hl7_routing_epoch.load(Ordering::Relaxed);
+        if let Some((at, seen, routing)) = self
+            .interfaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            && at.elapsed() < INTERFACES_TTL
+            && *seen == epoch
+        {
+            return Ok(routing.clone());
+        }
+        let interfaces = self.engine.store.all_interfaces().await?;
+        let only_org = if interfaces.is_empty() {
+            let orgs = self.engine.store.organizations().await?;
+            (orgs.len() == 1).then(|| orgs[0].id)
+        } else {
+            None
+        };
+        let routing = Arc::new(Routing {
+            interfaces,
+            only_org,
+        });
+        *self.interfaces.write().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), epoch, routing.clone()));
+        Ok(routing)
+    }
+
+    /// A reply control id: unique per process run and short enough for MSH-10 (20).
+    fn control_id(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let t = self.engine.clock.now().as_millisecond() as u64;
+        format!("R{}{}", base36(t), base36(n))
+    }
+
+    fn timestamp(&self) -> String {
+        self.engine
+            .clock
+            .now()
+            .strftime("%Y%m%d%H%M%S+0000")
+            .to_string()
+    }
+
+    /// One frame in (a message or a batch), exactly one reply out.
+    pub async fn receive(&self, frame: &[u8]) -> Reply {
+        if hl7::batch::is_batch(frame) {
+            return self.receive_batch(frame).await;
+        }
+        self.receive_message(frame).await
+    }
+
+    async fn receive_batch(&self, frame: &[u8]) -> Reply {
+        let batch = match hl7::batch::split(frame) {
+            Ok(b) => b,
+            Err(e) => {
+                return Reply {
+                    text: self.unparseable(&e.to_string()),
+                    stored: false,
+                };
+            }
+        };
+        let mut acks = Vec::with_capacity(batch.messages.len());
+        let mut stored = false;
+        for message in &batch.messages {
+            let reply = self.receive_message(message).await;
+            stored |= reply.stored;
+            acks.push(reply.text);
+        }
+        // A batch is answered with a batch of replies (HL7 v2 batch protocol).
+        let reference = batch
+            .batch_header
+            .and_then(|h| {
+                String::from_utf8_lossy(h)
+                    .split('|')
+                    .nth(10)
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+        let mut text = format!(
+            "BHS|^~\\&|RAPPORT|RAPPORT|||{}||||{}|{}\r",
+            self.timestamp(),
+            self.control_id(),
+            hl7::escape(&reference, &hl7::Separators::default())
+        );
+        for ack in &acks {
+            text.push_str(ack.trim_end_matches('\r'));
+            text.push('\r');
+        }
+        text.push_str(&format!("BTS|{}\r", acks.len()));
+        Reply { text, stored }
+    }
+
+    fn unparseable(&self, why: &str) -> String {
+        hl7::ack::build_for_unparseable(
+            AckCode::AE,
+            &self.control_id(),
+            &self.timestamp(),
+            &AckError {
+                segment: "MSH".into(),
+                sequence: 1,
+                field: None,
+                component: None,
+                code: 100,
+                severity: 'E',
+                message: format!("the message could not be read: {why}"),
+            },
+        )
+    }
+
+    async fn receive_message(&self, bytes: &[u8]) -> Reply {
+        let message = match Message::parse(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "HL7 frame could not be parsed; answered AE");
+                return Reply {
+                    text: self.unparseable(&e.to_string()),
+                    stored: false,
+                };
+            }
+        };
+        let enhanced = !message.msh().field(15).is_empty();
+        let (accept, error, reject) = if enhanced {
+            (AckCode::CA, AckCode::CE, AckCode::CR)
+        } else {
+            (AckCode::AA, AckCode::AE, AckCode::AR)
+        };
+        let ack = |code: AckCode, errors: &[AckError]| {
+            hl7::ack::build(
+                &message,
+                code,
+                &self.control_id(),
+                &self.timestamp(),
+                errors,
+            )
+        };
+        let app = message.msh().field(3).component(1).text().trim().to_owned();
+        let facility = message.msh().field(4).component(1).text().trim().to_owned();
+
+        let routing = match self.routing().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "HL7 interfaces unavailable; answered AR");
+                return Reply {
+                    text: ack(
+                        reject,
+                        &[internal_error(
+                            "Rapport cannot store messages right now; send again later",
+                        )],
+                    ),
+                    stored: false,
+                };
+            }
+        };
+        let Some((org_id, interface)) = route(&routing, &app, &facility) else {
+            tracing::warn!(sending_application = %app, sending_facility = %facility, "HL7 message from a sender no interface takes; answered AR");
+            return Reply {
+                text: ack(
+                    reject,
+                    &[AckError {
+                        segment: "MSH".into(),
+                        sequence: 1,
+                        field: Some(3),
+                        component: None,
+                        code: 207,
+                        severity: 'E',
+                        message:
+                            "no interface is configured for this sending application and facility"
+                                .into(),
+                    }],
+                ),
+                stored: false,
+            };
+        };
+        if interface.is_none() {
+            tracing::warn!(
+                "HL7 message taken for the only organisation: no interface is configured"
+            );
+        }
+        let settings = interface.map(|i| i.settings.clone()).unwrap_or_default();
+
+        let verdict =
+            hl7_map::classify(&message).and_then(|kind| hl7_map::map(&message, kind, &settings));
+        let (text, state, result) = match verdict {
+            Ok((_, warnings)) => (
+                ack(accept, &[]),
+                Hl7State::Pending,
+                json!({ "warnings": warnings }),
+            ),
+            Err(Refusal {
+                reject: r,
+                error: e,
+            }) => {
+                let code = if r { reject } else { error };
+                let result = json!({ "errors": [{
+                    "segment": e.segment, "field": e.field, "code": e.code, "message": e.message,
+                }]});
+                (
+                    ack(code, std::slice::from_ref(&e)),
+                    Hl7State::Rejected,
+                    result,
+                )
+            }
+        };
+        let ack_code = text
+            .split('\r')
+            .find(|s| s.starts_with("MSA"))
+            .and_then(|s| s.split('|').nth(1))
+            .unwrap_or_default()
+            .to_owned();
+        let row = Hl7Message {
+            id: Hl7MessageId::new(),
+            org_id,
+            interface_id: interface.map(|i| i.id),
+            received_at: self.engine.clock.now(),
+            sender: format!("{app}|{facility}"),
+            control_id: message.msh().field(10).text().trim().to_owned(),
+            content_hash: hex(&Sha256::digest(bytes)),
+            message_type: format!(
+                "{}^{}",
+                message.msh().field(9).component(1).text(),
+                message.msh().field(9).component(2).text()
+            ),
+            raw: bytes.to_vec(),
+            ack: text.clone(),
+            ack_code,
+            state,
+            result: Some(result),
+            processed_at: (state == Hl7State::Rejected).then(|| self.engine.clock.now()),
+        };
+        let (done_tx, done_rx) = oneshot::channel();
+        let recorded = if self.writer.send((row.clone(), done_tx)).await.is_ok() {
+            match done_rx.await {
+                Ok(r) => r.map_err(StoreError::Unavailable),
+                Err(_) => self
+                    .engine
+                    .store
+                    .record_hl7_messages(std::slice::from_ref(&row))
+                    .await
+                    .map(|mut v| v.remove(0)),
+            }
+        } else {
+            self.engine
+                .store
+                .record_hl7_messages(std::slice::from_ref(&row))
+                .await
+                .map(|mut v| v.remove(0))
+        };
+        match recorded {
+            Ok(Recorded::Stored) => {
+                if state == Hl7State::Pending {
+                    self.engine.hl7_ready.notify_one();
+                }
+                Reply { text, stored: true }
+            }
+            Ok(Recorded::Duplicate { ack, .. }) => Reply {
+                text: ack,
+                stored: false,
+            },
+            Err(e) => {
+                // Not stored: refuse, so the sender keeps it and sends it again.
+                tracing::error!(error = %e, "HL7 message could not be stored; answered AR");
+                Reply {
+                    text: ack(
+                        reject,
+                        &[internal_error(
+                            "Rapport could not store the message; send it again later",
+                        )],
+                    ),
+                    stored: false,
+                }
+            }
+        }
+    }
+}
+
+fn internal_error(message: &str) -> AckError {
+    AckError {
+        segment: "MSH".into(),
+        sequence: 1,
+        field: None,
+        component: None,
+        code: 207,
+        severity: 'E',
+        message: message.into(),
+    }
+}
+
+/// The interface for a sender: the most specific match (application and facility, then
+/// either, then a catch-all); with no interfaces at all, the only organisation.
+fn route<'r>(
+    routing: &'r Routing,
+    app: &str,
+    facility: &str,
+) -> Option<(OrgId, Option<&'r Hl7Interface>)> {
+    let eq = |want: &Option<String>, got: &str| {
+        want.as_deref().is_none_or(|w| w.eq_ignore_ascii_case(got))
+    };
+    let best = routing
+        .interfaces
+        .iter()
+        .filter(|i| eq(&i.sending_application, app) && eq(&i.sending_facility, facility))
+        .max_by_key(|i| {
+            (i.sending_application.is_some() as u8) * 2 + i.sending_facility.is_some() as u8
+        });
+    match best {
+        Some(i) => Some((i.org_id, Some(i))),
+        None => routing.only_org.map(|o| (o, None)),
+    }
+}
+
+async fn group_commit(engine: Arc<Engine>, mut rx: mpsc::Receiver<Pending>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < GROUP_COMMIT_MAX {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let rows: Vec<Hl7Message> = batch.iter().map(|(m, _)| m.clone()).collect();
+        match engine.store.record_hl7_messages(&rows).await {
+            Ok(results) => {
+                for ((_, done), r) in batch.into_iter().zip(results) {
+                    let _ = done.send(Ok(r));
+                }
+            }
+            Err(e) => {
+                let why = e.to_string();
+                for (_, done) in batch {
+                    let _ = done.send(Err(why.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn base36(mut n: u64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    if n == 0 {
+        return "0".into();
+    }
+    let mut out = Vec::new();
+    while n > 0 {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+impl Engine {
+    /// Applies stored messages in arrival order; returns how many were processed.
+    pub async fn apply_pending_hl7(&self) -> Result<usize, EngineError> {
+        let pending = self.store.pending_hl7_messages(256).await?;
+        let mut orgs: std::collections::HashMap<OrgId, Organization> = Default::default();
+        let mut interfaces: std::collections::HashMap<domain::InterfaceId, InterfaceSettings> =
+            Default::default();
+        let n = pending.len();
+        for row in pending {
+            let org = match orgs.get(&row.org_id) {
+                Some(o) => o.clone(),
+                None => {
+                    let o = self.store.organization(row.org_id).await?;
+                    orgs.insert(row.org_id, o.clone());
+                    o
+                }
+            };
+            let mut settings = match row.interface_id {
+                Some(id) => match interfaces.get(&id) {
+                    Some(s) => s.clone(),
+                    None => {
+                        let s = self
+                            .store
+                            .interface(row.org_id, id)
+                            .await
+                            .map(|i| i.settings)
+                            .unwrap_or_default();
+                        interfaces.insert(id, s.clone());
+                        s
+                    }
+                },
+                None => InterfaceSettings::default(),
+            };
+            if settings.phone_region.is_empty() {
+                settings.phone_region = org.phone_region.clone();
+            }
+            let ctx = ApplyContext {
+                org,
+                source: EventSource {
+                    kind: "hl7".into(),
+                    reference: Some(row.id.to_string()),
+                },
+                settings,
+                now: self.clock.now(),
+            };
+            let (state, result) = match self.apply_hl7(&ctx, &row.raw).await {
+                Ok(applied) => (Hl7State::Applied, applied.to_json()),
+                Err(ApplyError::Invalid { field, message }) => (
+                    Hl7State::Failed,
+                    json!({ "error": { "field": field, "message": message } }),
+                ),
+                Err(ApplyError::Engine(EngineError::Store(
+                    e @ (StoreError::Unavailable(_) | StoreError::Database(_)),
+                ))) => {
+                    // Try again on the next pass rather than mark the message failed.
+                    return Err(e.into());
+                }
+                Err(ApplyError::Engine(e)) => (
+                    Hl7State::Failed,
+                    json!({ "error": { "field": null, "message": e.to_string() } }),
+                ),
+            };
+            if state == Hl7State::Failed {
+                tracing::warn!(message_id = %row.id, "HL7 message could not be applied; see its processing result");
+            }
+            self.store
+                .finish_hl7_message(row.id, state, &result, self.clock.now())
+                .await?;
+        }
+        if n > 0 {
+            self.events_ready.notify_one();
+        }
+        Ok(n)
+    }
+
+    async fn apply_hl7(&self, ctx: &ApplyContext, raw: &[u8]) -> Result<Applied, ApplyError> {
+        let message = Message::parse(raw).map_err(|e| ApplyError::Invalid {
+            field: "MSH".into(),
+            message: e.to_string(),
+        })?;
+        let (mapped, warnings) = hl7_map::classify(&message)
+            .and_then(|kind| hl7_map::map(&message, kind, &ctx.settings))
+            .map_err(|r| ApplyError::Invalid {
+                field: r.error.segment.clone(),
+                message: r.error.message,
+            })?;
+        let mut applied = Applied {
+            warnings,
+            ..Default::default()
+        };
+        match mapped {
+            Mapped::Patient(facts) => {
+                self.upsert_patient(ctx, &facts, &mut applied).await?;
+            }
+            Mapped::Appointment(action, facts) => {
+                self.apply_appointment(ctx, Some(action), &facts, &mut applied)
+                    .await?;
+            }
+            Mapped::Merge(pairs) => {
+                for pair in pairs {
+                    self.merge_patient(ctx, &pair.survivor, &pair.prior, &mut applied)
+                        .await?;
+                }
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Applies HL7 messages as they are stored, until `stop` resolves.
+    pub async fn run_hl7_applier(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            let more = match self.apply_pending_hl7().await {
+                Ok(n) => n > 0,
+                Err(e) => {
+                    tracing::error!(error = %e, "applying HL7 messages failed; retrying");
+                    false
+                }
+            };
+            if more {
+                continue;
+            }
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = self.hl7_ready.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+}
