@@ -5,6 +5,7 @@
 mod api;
 mod auth;
 mod error;
+mod fhir_api;
 mod json;
 mod metrics;
 mod openapi;
@@ -69,6 +70,7 @@ pub fn router(state: AppState, config: &WebConfig) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .nest("/api/v1", api::routes())
+        .nest("/fhir/R4", fhir_api::routes())
         .route(
             "/webhooks/twilio/{channel_id}/inbound",
             axum::routing::post(webhooks::inbound),

@@ -124,7 +124,7 @@ impl Engine {
         unreachable!("the last attempt returns")
     }
 
-    async fn create_patient_from(
+    pub async fn create_patient_from(
         &self,
         ctx: &ApplyContext,
         facts: &PatientFacts,
@@ -171,7 +171,7 @@ impl Engine {
         Ok(patient)
     }
 
-    async fn update_patient_from(
+    pub async fn update_patient_from(
         &self,
         ctx: &ApplyContext,
         current: Patient,
@@ -253,6 +253,20 @@ impl Engine {
         applied: &mut Applied,
     ) -> Result<Appointment, ApplyError> {
         let existing = self.find_appointment(ctx, facts).await?;
+        self.apply_appointment_with(ctx, action, facts, patient, existing, applied)
+            .await
+    }
+
+    /// Applies facts to `existing` (or creates the appointment when `None`) for `patient`.
+    pub async fn apply_appointment_with(
+        &self,
+        ctx: &ApplyContext,
+        action: Option<AppointmentAction>,
+        facts: &AppointmentFacts,
+        patient: &Patient,
+        existing: Option<Appointment>,
+        applied: &mut Applied,
+    ) -> Result<Appointment, ApplyError> {
         if let Some(current) = &existing
             && current.status == AppointmentStatus::EnteredInError
         {

@@ -357,7 +357,10 @@ async fn adt_is_lenient_and_a40_merges(app: &TestApp) {
         .await;
     // Read again: the search above may have run just before the merge committed.
     let (_, survivor) = app
-        .get(&format!("/api/v1/patients/{}", survivor["id"].as_str().unwrap()))
+        .get(&format!(
+            "/api/v1/patients/{}",
+            survivor["id"].as_str().unwrap()
+        ))
         .await;
     assert!(
         survivor["phones"].to_string().contains("+17205550199"),

@@ -265,7 +265,7 @@ async fn another_organizations_records_are_404_on_every_route(app: &TestApp) {
         processed_at: None,
     };
     app.store
-        .record_hl7_messages(&[b_hl7.clone()])
+        .record_hl7_messages(std::slice::from_ref(&b_hl7))
         .await
         .unwrap();
     let hl7 = json!({"id": b_hl7.id.to_string()});
@@ -286,7 +286,7 @@ async fn another_organizations_records_are_404_on_every_route(app: &TestApp) {
         updated_at: now,
     };
     app.store
-        .route_events(&[], &[b_delivery.clone()])
+        .route_events(&[], std::slice::from_ref(&b_delivery))
         .await
         .unwrap();
     let delivery = json!({"id": b_delivery.id.to_string()});
