@@ -157,10 +157,15 @@ async fn survives_kill_9(postgres: bool) {
         ids.push(m.id);
     }
 
+    let mllp = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("127.0.0.1:{}", l.local_addr().unwrap().port())
+    };
     let env: Vec<(String, String)> = [
         ("RAPPORT_DATABASE_URL", url.as_str()),
         ("RAPPORT_HTTP_ADDR", &format!("127.0.0.1:{http}")),
         ("RAPPORT_METRICS_ADDR", &format!("127.0.0.1:{metrics}")),
+        ("RAPPORT_MLLP_ADDR", &mllp),
         ("RAPPORT_PUBLIC_URL", &public_url),
         ("RAPPORT_SECRET_KEY_FILE", key_file.to_str().unwrap()),
         ("RAPPORT_DISPATCH_LEASE_SECS", "2"),

@@ -168,6 +168,7 @@ fn serve_answers_healthcheck_and_exits_cleanly_on_sigterm() {
         .env("RAPPORT_DATABASE_URL", &db)
         .env("RAPPORT_HTTP_ADDR", &addr)
         .env("RAPPORT_METRICS_ADDR", format!("127.0.0.1:{metrics}"))
+        .env("RAPPORT_MLLP_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("RAPPORT_LOG_FORMAT", "json")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
