@@ -82,6 +82,7 @@ impl Engine {
             self.store
                 .touch_conversation(m.org_id, &m.from, m.received_at, needs_team, attention)
                 .await?;
+            self.record_inbound_events(&m, &outcome).await?;
             self.store
                 .mark_inbound_processed(m.id, &outcome, self.clock.now())
                 .await?;
@@ -90,6 +91,80 @@ impl Engine {
             self.outbox_ready.notify_one();
         }
         Ok(n)
+    }
+
+    /// Records `message.received` (and `consent.changed` for a keyword that changed
+    /// consent) for the webhooks and journeys that follow events. Written before the
+    /// message is marked routed: a crash in between records them again (same inbound id
+    /// in the payload), never loses them.
+    async fn record_inbound_events(
+        &self,
+        m: &InboundMessage,
+        outcome: &str,
+    ) -> Result<(), EngineError> {
+        let org = self.store.organization(m.org_id).await?;
+        let patient = match E164::parse(&m.from, &org.phone_region) {
+            Ok(number) => {
+                let query = PatientQuery {
+                    phone: Some(number),
+                    ..PatientQuery::default()
+                };
+                let found = self
+                    .store
+                    .search_patients(org.id, &query, &PageRequest::first(2))
+                    .await?;
+                // A household's shared number names no one patient.
+                (found.items.len() == 1).then(|| found.items[0].id)
+            }
+            Err(_) => None,
+        };
+        let now = self.clock.now();
+        let source = store::EventSource {
+            kind: "sms".into(),
+            reference: Some(m.id.to_string()),
+        };
+        let mut events = vec![store::RecordEvent {
+            id: domain::EventId::new(),
+            org_id: org.id,
+            kind: "message.received".into(),
+            patient_id: patient,
+            appointment_id: None,
+            source: source.clone(),
+            changes: serde_json::json!({
+                "inbound_id": m.id,
+                "channel_id": m.channel_id,
+                "from": m.from,
+                "body": m.body,
+                "outcome": outcome,
+                "received_at": m.received_at,
+            }),
+            at: now,
+        }];
+        let consent = match outcome {
+            "opt_out" | "opt_out+cancel_request" => Some("opted_out"),
+            "opt_in" => Some("opted_in"),
+            _ => None,
+        };
+        if let Some(status) = consent {
+            events.push(store::RecordEvent {
+                id: domain::EventId::new(),
+                org_id: org.id,
+                kind: "consent.changed".into(),
+                patient_id: patient,
+                appointment_id: None,
+                source,
+                changes: serde_json::json!({
+                    "phone": m.from,
+                    "scope": ORGANIZATION_SCOPE,
+                    "status": status,
+                    "source": "patient_keyword",
+                }),
+                at: now,
+            });
+        }
+        self.store.append_events(&events).await?;
+        self.events_ready.notify_one();
+        Ok(())
     }
 
     async fn route(&self, m: &InboundMessage) -> Result<String, EngineError> {

@@ -614,7 +614,7 @@ async fn fake_ehr(codes: Vec<&'static str>) -> (String, Arc<Mutex<Vec<String>>>)
 }
 
 async fn cancellations_go_back_to_the_ehr_over_mllp(app: &TestApp) {
-    let (addr, got) = fake_ehr(vec!["AR"]).await;
+    let (addr, got) = fake_ehr(vec!["AA", "AR"]).await;
     let (status, _) = app
         .post(
             "/api/v1/interfaces",
@@ -634,6 +634,30 @@ async fn cancellations_go_back_to_the_ehr_over_mllp(app: &TestApp) {
     // The EHR's own booking is never echoed back.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(got.lock().unwrap().is_empty());
+    // A patient's confirmation recorded in Rapport goes back as SIU^S14; the EHR's AA
+    // delivers it.
+    app.patch(
+        &format!("/api/v1/appointments/{}", appt["id"].as_str().unwrap()),
+        json!({"confirmation": "confirmed"}),
+    )
+    .await;
+    let sent = app
+        .eventually("the S14", || async {
+            got.lock().unwrap().first().map(|t| json!(t))
+        })
+        .await;
+    let sent = sent.as_str().unwrap().to_owned();
+    assert!(sent.contains("|SIU^S14^SIU_S12|"), "{sent}");
+    assert!(sent.contains("Confirmed by patient"), "{sent}");
+    app.eventually("the S14 delivered", || async {
+        let (_, page) = app.get("/api/v1/deliveries?state=delivered").await;
+        page["items"]
+            .as_array()?
+            .iter()
+            .find(|d| d["target_kind"] == "hl7")
+            .cloned()
+    })
+    .await;
     // A cancellation made in Rapport goes back as SIU^S15, with the EHR's ids.
     app.patch(
         &format!("/api/v1/appointments/{}", appt["id"].as_str().unwrap()),
@@ -642,7 +666,7 @@ async fn cancellations_go_back_to_the_ehr_over_mllp(app: &TestApp) {
     .await;
     let sent = app
         .eventually("the S15", || async {
-            got.lock().unwrap().first().map(|t| json!(t))
+            got.lock().unwrap().get(1).map(|t| json!(t))
         })
         .await;
     let sent = sent.as_str().unwrap();

@@ -194,6 +194,27 @@ async fn stop_opts_out_and_later_messages_are_suppressed_with_the_reason(app: &T
     );
     assert_eq!(consent["history"][0]["source"], "patient_keyword");
     assert_eq!(consent["history"][0]["actor"], "STOP");
+    // The reply and the opt-out are events for webhooks and journeys, on the patient.
+    let events = eventually(
+        app,
+        &format!("/api/v1/events?patient_id={}", p["id"].as_str().unwrap()),
+        |v| v["items"].as_array().is_some_and(|i| i.len() >= 2),
+    )
+    .await;
+    let kinds: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        vec!["message.received", "consent.changed"],
+        "{events}"
+    );
+    assert_eq!(events["items"][0]["changes"]["outcome"], "opt_out");
+    assert_eq!(events["items"][1]["changes"]["status"], "opted_out");
+    assert_eq!(events["items"][1]["source"], "sms");
     let m = send(app, &p, "Reminder: your visit is tomorrow at 9:00.").await;
     let done = eventually(
         app,
