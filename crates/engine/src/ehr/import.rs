@@ -654,6 +654,53 @@ impl Engine {
         Ok(report)
     }
 
+    /// For a row without an identifier: the one patient whose official name (family and
+    /// given names) and birth date (both missing, or the same) are the row's; none when
+    /// no patient or several match.
+    async fn same_person_by_name(
+        &self,
+        ctx: &ApplyContext,
+        facts: &PatientFacts,
+    ) -> Result<Option<domain::Patient>, EngineError> {
+        let Some(name) = facts.names.as_set().and_then(|n| n.first()) else {
+            return Ok(None);
+        };
+        let words: Vec<String> = name
+            .family
+            .iter()
+            .chain(name.given.iter())
+            .flat_map(|w| w.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .collect();
+        if words.is_empty() {
+            return Ok(None);
+        }
+        let birth_date = facts.birth_date.as_set().copied();
+        let query = store::PatientQuery {
+            name: Some(words.join(" ")),
+            birth_date,
+            ..Default::default()
+        };
+        let found = self
+            .store
+            .search_patients(ctx.org.id, &query, &store::PageRequest::first(20))
+            .await?;
+        let same: Vec<domain::Patient> = found
+            .items
+            .into_iter()
+            .filter(|p| {
+                p.birth_date == birth_date
+                    && p.names
+                        .first()
+                        .is_some_and(|n| n.family == name.family && n.given == name.given)
+            })
+            .collect();
+        Ok(if same.len() == 1 {
+            same.into_iter().next()
+        } else {
+            None
+        })
+    }
+
     async fn import_patient(
         &self,
         ctx: &ApplyContext,
@@ -666,9 +713,12 @@ impl Engine {
                 message: "missing: a patient needs an MRN or a name".into(),
             });
         }
-        let existing = self
-            .find_patient(&ctx.org, &facts.identifiers, &ctx.settings)
-            .await?;
+        let existing = if facts.identifiers.is_empty() {
+            self.same_person_by_name(ctx, facts).await?
+        } else {
+            self.find_patient(&ctx.org, &facts.identifiers, &ctx.settings)
+                .await?
+        };
         if dry_run {
             return Ok((
                 match existing {
@@ -685,7 +735,17 @@ impl Engine {
             ));
         }
         let mut applied = Applied::default();
-        self.upsert_patient(ctx, facts, &mut applied).await?;
+        match existing {
+            // A row without an MRN that names exactly one patient with the same name
+            // and birth date is that patient (so re-importing a file changes nothing).
+            Some(p) if facts.identifiers.is_empty() => {
+                self.update_patient_from(ctx, p, facts, &mut applied)
+                    .await?;
+            }
+            _ => {
+                self.upsert_patient(ctx, facts, &mut applied).await?;
+            }
+        }
         Ok((change_of(&applied), applied.warnings))
     }
 

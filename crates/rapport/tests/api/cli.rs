@@ -39,7 +39,16 @@ fn help_explains_every_subcommand() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = stdout(&out);
-    for sub in ["serve", "demo", "migrate", "healthcheck", "org", "token"] {
+    for sub in [
+        "serve",
+        "demo",
+        "migrate",
+        "healthcheck",
+        "org",
+        "token",
+        "interface",
+        "import",
+    ] {
         assert!(
             text.lines().any(|l| l.trim_start().starts_with(sub)),
             "--help lists {sub}:\n{text}"
@@ -304,4 +313,116 @@ async fn demo_seeds_once_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_seeds_once_on_postgres() {
     demo_seeds_once(Backend::Postgres).await;
+}
+
+#[test]
+fn interface_create_and_csv_import_from_the_command_line() {
+    let db = temp_db();
+    let key =
+        std::env::temp_dir().join(format!("rapport-cli-key-{}", uuid::Uuid::now_v7().simple()));
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env("RAPPORT_DATABASE_URL", &db)
+            .env("RAPPORT_SECRET_KEY_FILE", &key)
+            .output()
+            .expect("run rapport")
+    };
+    assert!(
+        run(&["org", "create", "--slug", "west", "--name", "West Clinic"])
+            .status
+            .success()
+    );
+    let out = run(&[
+        "interface",
+        "create",
+        "--org",
+        "west",
+        "--name",
+        "Epic",
+        "--sending-app",
+        "EPIC",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = stdout(&out);
+    assert!(
+        uuid::Uuid::parse_str(id.trim()).is_ok(),
+        "only the id on stdout: {id:?}"
+    );
+    let again = run(&["interface", "create", "--org", "west", "--name", "Epic"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+
+    let file =
+        std::env::temp_dir().join(format!("rapport-cli-{}.csv", uuid::Uuid::now_v7().simple()));
+    std::fs::write(
+        &file,
+        "Chart #,Last Name,First Name,DOB\nW1,Ruiz,Eva,1990-05-01\n,,,\nW2,Okafor,Ben,not a date\n,,Nobody,\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let dry = run(&[
+        "import",
+        "patients",
+        path,
+        "--org",
+        "west",
+        "--dry-run",
+        "--map",
+        "mrn=Chart #",
+    ]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&dry.stdout).expect("a JSON report on stdout");
+    assert_eq!(report["dry_run"], true);
+    assert_eq!(report["created"], 3, "{report}");
+    let out = run(&[
+        "import",
+        "patients",
+        path,
+        "--org",
+        "west",
+        "--map",
+        "mrn=Chart #",
+        "--authority",
+        "WEST",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert_eq!(
+        (report["created"].as_u64(), report["failed"].as_u64()),
+        (Some(3), Some(0)),
+        "{report}"
+    );
+    assert_eq!(report["warnings"][0]["line"], 4, "{report}");
+    let again = run(&[
+        "import",
+        "patients",
+        path,
+        "--org",
+        "west",
+        "--map",
+        "mrn=Chart #",
+        "--authority",
+        "WEST",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(
+        report["unchanged"], 3,
+        "re-importing changes nothing: {report}"
+    );
+    // A row that cannot apply: exit status 2, the line in the report.
+    std::fs::write(&file, "Last Name,City\nRuiz,Denver\n,Boulder\n").unwrap();
+    let out = run(&["import", "patients", path, "--org", "west"]);
+    assert_eq!(out.status.code(), Some(2));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["errors"][0]["line"], 3, "{report}");
+    let bad = run(&[
+        "import", "patients", path, "--org", "west", "--map", "mrn=Nope",
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("Nope"));
 }

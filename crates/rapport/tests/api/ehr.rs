@@ -768,3 +768,106 @@ both_backends!(
     cancellations_go_back_to_the_ehr_over_mllp,
     csv_import_reports_rows_and_is_idempotent,
 );
+
+async fn fhir_is_scoped_to_the_callers_organisation_and_role(app: &TestApp) {
+    let (_, b_token) = app.other_org("south-clinic").await;
+    let fhir = |token: String, method: reqwest::Method, path: String, body: Option<Value>| async move {
+        let mut req = app
+            .client
+            .request(method, format!("{}/fhir/R4{path}", app.base))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/fhir+json")
+                .body(b.to_string());
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        (status, res.json::<Value>().await.unwrap_or(Value::Null))
+    };
+    let patient = json!({"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.3", "value": "B-77"}],
+                         "name": [{"family": "Bee", "given": ["Olga"]}], "birthDate": "1970-01-02"});
+    let (status, b_patient) = fhir(
+        b_token.clone(),
+        reqwest::Method::POST,
+        "/Patient".into(),
+        Some(patient.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{b_patient}");
+    let b_id = b_patient["id"].as_str().unwrap().to_owned();
+    // Organisation A sees nothing of it: read, search, update.
+    let (status, outcome) = fhir(
+        app.token.clone(),
+        reqwest::Method::GET,
+        format!("/Patient/{b_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(outcome["resourceType"], "OperationOutcome");
+    for q in ["identifier=B-77", "family=bee", "birthdate=1970-01-02"] {
+        let (status, bundle) = fhir(
+            app.token.clone(),
+            reqwest::Method::GET,
+            format!("/Patient?{q}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(!bundle.to_string().contains(&b_id), "{q}: {bundle}");
+    }
+    let mut hijack = b_patient.clone();
+    hijack["name"] = json!([{"family": "Hijacked"}]);
+    let (status, _) = fhir(
+        app.token.clone(),
+        reqwest::Method::PUT,
+        format!("/Patient/{b_id}"),
+        Some(hijack),
+    )
+    .await;
+    assert!(
+        status.is_client_error() && status != StatusCode::OK,
+        "{status}"
+    );
+    let (_, still) = fhir(
+        b_token.clone(),
+        reqwest::Method::GET,
+        format!("/Patient/{b_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(still["name"][0]["family"], "Bee");
+    // An appointment may not point at another organisation's patient.
+    let appt = json!({"resourceType": "Appointment", "status": "booked", "start": "2030-01-01T10:00:00Z", "end": "2030-01-01T10:30:00Z",
+                      "participant": [{"actor": {"reference": format!("Patient/{b_id}")}, "status": "accepted"}]});
+    let (status, outcome) = fhir(
+        app.token.clone(),
+        reqwest::Method::POST,
+        "/Appointment".into(),
+        Some(appt),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{outcome}");
+    // Roles as in the REST API: a viewer reads but does not write.
+    let viewer = app.token_with_role(domain::Role::Viewer).await;
+    let (status, _) = fhir(
+        viewer.clone(),
+        reqwest::Method::GET,
+        "/Patient?family=x".into(),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, outcome) = fhir(
+        viewer,
+        reqwest::Method::POST,
+        "/Patient".into(),
+        Some(patient),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(outcome["resourceType"], "OperationOutcome");
+}
+
+both_backends!(fhir_is_scoped_to_the_callers_organisation_and_role);
