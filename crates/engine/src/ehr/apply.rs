@@ -136,25 +136,7 @@ impl Engine {
                 message: "a patient needs a name or an identifier".into(),
             });
         }
-        let mut patient = Patient {
-            id: PatientId::new(),
-            org_id: ctx.org.id,
-            identifiers: Vec::new(),
-            names: Vec::new(),
-            birth_date: None,
-            sex: None,
-            preferred_language: None,
-            addresses: Vec::new(),
-            time_zone: None,
-            usual_location_id: None,
-            email: None,
-            phones: Vec::new(),
-            contacts: Vec::new(),
-            created_at: ctx.now,
-            updated_at: ctx.now,
-            version: 1,
-            merged_into: None,
-        };
+        let mut patient = new_patient(ctx);
         let changed = merge_patient_facts(&mut patient, facts);
         let event = self.event(
             ctx,
@@ -569,6 +551,29 @@ impl Engine {
             changes,
             at: ctx.now,
         }
+    }
+}
+
+/// An empty patient of the context's organisation, to apply facts to.
+pub fn new_patient(ctx: &ApplyContext) -> Patient {
+    Patient {
+        id: PatientId::new(),
+        org_id: ctx.org.id,
+        identifiers: Vec::new(),
+        names: Vec::new(),
+        birth_date: None,
+        sex: None,
+        preferred_language: None,
+        addresses: Vec::new(),
+        time_zone: None,
+        usual_location_id: None,
+        email: None,
+        phones: Vec::new(),
+        contacts: Vec::new(),
+        created_at: ctx.now,
+        updated_at: ctx.now,
+        version: 1,
+        merged_into: None,
     }
 }
 

@@ -565,6 +565,7 @@ impl Engine {
             ..Default::default()
         };
         let mut record = csv::StringRecord::new();
+        let mut chunk: Vec<PatientRow> = Vec::with_capacity(CHUNK);
         loop {
             match reader.read_record(&mut record) {
                 Ok(true) => {}
@@ -604,7 +605,19 @@ impl Engine {
                 ImportKind::Patients => {
                     let facts =
                         patient_facts(&row, options, &ctx.settings.phone_region, &mut warnings);
-                    self.import_patient(&row_ctx, &facts, options.dry_run).await
+                    chunk.push(PatientRow {
+                        line,
+                        facts,
+                        warnings,
+                    });
+                    if chunk.len() >= CHUNK {
+                        self.flush_patients(ctx, &mut chunk, options.dry_run, &mut report)
+                            .await?;
+                    }
+                    if report.rows.is_multiple_of(256) {
+                        progress(report.rows);
+                    }
+                    continue;
                 }
                 ImportKind::Appointments => {
                     match appointment_facts(
@@ -647,11 +660,163 @@ impl Engine {
                 progress(report.rows);
             }
         }
+        self.flush_patients(ctx, &mut chunk, options.dry_run, &mut report)
+            .await?;
         progress(report.rows);
         if !options.dry_run && report.created + report.updated > 0 {
             self.events_ready.notify_one();
         }
         Ok(report)
+    }
+
+    /// Applies a chunk of patient rows with one transaction (one fsync) for the whole
+    /// chunk: rows are matched to stored patients (or to a patient an earlier row of the
+    /// chunk creates), merged in file order, and written with their events together.
+    /// Should the transaction be refused (someone changed one of these patients
+    /// meanwhile), the chunk's rows are applied one by one instead.
+    async fn flush_patients(
+        &self,
+        ctx: &ApplyContext,
+        chunk: &mut Vec<PatientRow>,
+        dry_run: bool,
+        report: &mut ImportReport,
+    ) -> Result<(), ImportError> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(chunk);
+        let mut staged: Vec<Staged> = Vec::new();
+        let mut by_key: HashMap<String, usize> = HashMap::new();
+        let mut outcomes: Vec<Result<Change, ApplyError>> = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if !row.facts.identifies_someone() {
+                outcomes.push(Err(ApplyError::Invalid {
+                    field: "mrn".into(),
+                    message: "missing: a patient needs an MRN or a name".into(),
+                }));
+                continue;
+            }
+            let keys = row_keys(&row.facts);
+            let index = match keys.iter().find_map(|k| by_key.get(k)).copied() {
+                Some(i) => i,
+                None => {
+                    let existing = if row.facts.identifiers.is_empty() {
+                        self.same_person_by_name(ctx, &row.facts).await?
+                    } else {
+                        self.find_patient(&ctx.org, &row.facts.identifiers, &ctx.settings)
+                            .await?
+                    };
+                    let found = existing
+                        .as_ref()
+                        .and_then(|p| staged.iter().position(|s| s.patient.id == p.id));
+                    match (found, existing) {
+                        (Some(i), _) => i,
+                        (None, Some(p)) => {
+                            staged.push(Staged::existing(p, row.line));
+                            staged.len() - 1
+                        }
+                        (None, None) => {
+                            staged.push(Staged::new(super::apply::new_patient(ctx), row.line));
+                            staged.len() - 1
+                        }
+                    }
+                }
+            };
+            for k in keys {
+                by_key.insert(k, index);
+            }
+            let s = &mut staged[index];
+            let changed = merge_patient_facts(&mut s.patient, &row.facts);
+            let change = if s.is_new && !s.creation_counted {
+                s.creation_counted = true;
+                Change::Created
+            } else if changed.is_empty() {
+                Change::Unchanged
+            } else {
+                Change::Updated
+            };
+            for c in changed {
+                if !s.changed.contains(&c) {
+                    s.changed.push(c);
+                }
+            }
+            outcomes.push(Ok(change));
+        }
+        if !dry_run {
+            let mut writes = Vec::new();
+            let mut events = Vec::new();
+            for s in &staged {
+                if !s.is_new && s.changed.is_empty() {
+                    continue;
+                }
+                let mut row_ctx = ctx.clone();
+                row_ctx.source.reference = Some(format!(
+                    "{}line {}",
+                    ctx.source
+                        .reference
+                        .as_deref()
+                        .map(|r| format!("{r} "))
+                        .unwrap_or_default(),
+                    s.first_line
+                ));
+                let (kind, write) = if s.is_new {
+                    (
+                        "patient.created",
+                        store::RecordWrite::InsertPatient(s.patient.clone()),
+                    )
+                } else {
+                    let mut p = s.patient.clone();
+                    p.updated_at = ctx.now;
+                    ("patient.changed", store::RecordWrite::UpdatePatient(p))
+                };
+                events.push(self.event(
+                    &row_ctx,
+                    kind,
+                    Some(s.patient.id),
+                    None,
+                    serde_json::json!({ "fields": s.changed }),
+                ));
+                writes.push(write);
+            }
+            if !writes.is_empty() {
+                match self.store.write_with_events(&writes, &events).await {
+                    Ok(()) => {}
+                    Err(
+                        store::StoreError::VersionMismatch | store::StoreError::Conflict { .. },
+                    ) => {
+                        // Changed meanwhile (or a duplicate made elsewhere): row by row.
+                        outcomes.clear();
+                        for row in &rows {
+                            let mut row_ctx = ctx.clone();
+                            row_ctx.source.reference = Some(format!("line {}", row.line));
+                            outcomes.push(
+                                self.import_patient(&row_ctx, &row.facts, false)
+                                    .await
+                                    .map(|(c, _)| c),
+                            );
+                        }
+                    }
+                    Err(e) => return Err(ImportError::Engine(e.into())),
+                }
+            }
+        }
+        for (row, outcome) in rows.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(Change::Created) => report.created += 1,
+                Ok(Change::Updated) => report.updated += 1,
+                Ok(Change::Unchanged) => report.unchanged += 1,
+                Err(ApplyError::Invalid { field, message }) => {
+                    report.failed += 1;
+                    push_issue(&mut report.errors, row.line, &field, &message);
+                }
+                Err(ApplyError::Engine(e)) => return Err(ImportError::Engine(e)),
+            }
+            for w in row.warnings {
+                report.warning_count += 1;
+                push_issue(&mut report.warnings, row.line, &w.field, &w.message);
+            }
+        }
+        Ok(())
     }
 
     /// For a row without an identifier: the one patient whose official name (family and
@@ -796,6 +961,70 @@ impl Engine {
             .await?;
         Ok((change_of(&applied), applied.warnings))
     }
+}
+
+/// Rows applied together in one transaction.
+const CHUNK: usize = 500;
+
+struct PatientRow {
+    line: u64,
+    facts: PatientFacts,
+    warnings: Vec<Warning>,
+}
+
+/// A patient a chunk writes: found or new, with the fields its rows changed.
+struct Staged {
+    patient: domain::Patient,
+    is_new: bool,
+    creation_counted: bool,
+    changed: Vec<&'static str>,
+    first_line: u64,
+}
+
+impl Staged {
+    fn existing(patient: domain::Patient, line: u64) -> Self {
+        Self {
+            patient,
+            is_new: false,
+            creation_counted: false,
+            changed: Vec::new(),
+            first_line: line,
+        }
+    }
+
+    fn new(patient: domain::Patient, line: u64) -> Self {
+        Self {
+            patient,
+            is_new: true,
+            creation_counted: false,
+            changed: Vec::new(),
+            first_line: line,
+        }
+    }
+}
+
+/// Keys that make two rows of one file the same patient: each identifier, or (without
+/// one) the official name and birth date.
+fn row_keys(facts: &PatientFacts) -> Vec<String> {
+    if !facts.identifiers.is_empty() {
+        return facts
+            .identifiers
+            .iter()
+            .map(|i| {
+                format!(
+                    "id\u{1f}{}\u{1f}{}\u{1f}{}",
+                    i.authority, i.type_code, i.value
+                )
+            })
+            .collect();
+    }
+    let name = facts.names.as_set().and_then(|n| n.first());
+    vec![format!(
+        "name\u{1f}{:?}\u{1f}{:?}\u{1f}{:?}",
+        name.and_then(|n| n.family.clone()),
+        name.map(|n| n.given.clone()),
+        facts.birth_date.as_set()
+    )]
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

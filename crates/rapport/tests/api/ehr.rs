@@ -752,6 +752,39 @@ async fn csv_import_reports_rows_and_is_idempotent(app: &TestApp) {
         (Some(0), Some(0), Some(3)),
         "{again}"
     );
+    // The same MRN twice in one file: one patient, created then updated, in file order.
+    let res = app
+        .client
+        .post(format!(
+            "{}/api/v1/imports/patients?authority=NORTH",
+            app.base
+        ))
+        .bearer_auth(&app.token)
+        .body("MRN,Last Name,First Name\nD1,Doe,Jan\nD1,Doe,Janet\n")
+        .send()
+        .await
+        .unwrap();
+    let twice: Value = res.json().await.unwrap();
+    assert_eq!(
+        (twice["created"].as_u64(), twice["updated"].as_u64()),
+        (Some(1), Some(1)),
+        "{twice}"
+    );
+    let (_, d1) = app.get("/api/v1/patients?identifier=D1").await;
+    assert_eq!(d1["items"].as_array().unwrap().len(), 1, "{d1}");
+    assert_eq!(d1["items"][0]["names"][0]["given"], json!(["Janet"]));
+    let (_, events) = app
+        .get(&format!(
+            "/api/v1/events?patient_id={}",
+            d1["items"][0]["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        events["items"].as_array().unwrap().len(),
+        1,
+        "one write: {events}"
+    );
+    assert_eq!(events["items"][0]["source"], "csv");
     let unknown = app
         .post("/api/v1/imports/patients?colour=blue", json!({}))
         .await;
