@@ -186,6 +186,141 @@ FROM picked
 WHERE o.id = picked.id
 RETURNING o.*";
 
+/// One compare-and-set state change inside the caller's transaction.
+async fn apply_change(conn: &mut sqlx::PgConnection, c: &StateChange) -> StoreResult<bool> {
+    let mut q = QueryBuilder::<Postgres>::new("UPDATE outbound_messages SET state = ");
+    q.push_bind(&c.to)
+        .push(", updated_at = ")
+        .push_bind(pg_instant(c.at))
+        .push(", lease_owner = NULL, lease_until = NULL");
+    if let Some(p) = &c.provider_message_id {
+        q.push(", provider_message_id = ").push_bind(p);
+    }
+    if let Some(channel) = c.channel_id {
+        q.push(", channel_id = ").push_bind(channel.0);
+    }
+    if let Some(r) = &c.reason {
+        q.push(", reason = ").push_bind(r);
+    }
+    if let Some(code) = c.error_code {
+        q.push(", error_code = ").push_bind(i64::from(code));
+    }
+    if let Some(t) = c.not_before {
+        q.push(", not_before = ").push_bind(pg_instant(t));
+    }
+    if c.count_attempt {
+        q.push(", attempts = attempts + 1, attempted_at = ")
+            .push_bind(pg_instant(c.at));
+    }
+    q.push(" WHERE id = ")
+        .push_bind(c.id.0)
+        .push(" AND state = ")
+        .push_bind(&c.from)
+        .push(" RETURNING org_id, to_number");
+    let Some(row) = q.build().fetch_optional(&mut *conn).await.map_err(db)? else {
+        return Ok(false);
+    };
+    if c.touch_conversation {
+        let org: Uuid = row.try_get("org_id").map_err(db)?;
+        let phone: String = row.try_get("to_number").map_err(db)?;
+        touch_conversations(conn, &[org], &[phone], &[pg_instant(c.at)]).await?;
+    }
+    Ok(true)
+}
+
+/// Many compare-and-set changes to distinct rows in one statement (the rows are matched by
+/// id; a field left `None` keeps its value, as `apply_change` leaves it out), then one upsert
+/// of the conversations to touch.
+async fn apply_changes(
+    conn: &mut sqlx::PgConnection,
+    cs: &[StateChange],
+) -> StoreResult<Vec<bool>> {
+    let rows = sqlx::query(
+        "UPDATE outbound_messages o SET \
+           state = c.to_state, updated_at = c.changed_at, lease_owner = NULL, lease_until = NULL, \
+           provider_message_id = COALESCE(c.provider_message_id, o.provider_message_id), \
+           channel_id = COALESCE(c.channel_id, o.channel_id), \
+           reason = COALESCE(c.reason, o.reason), \
+           error_code = COALESCE(c.error_code, o.error_code), \
+           not_before = COALESCE(c.not_before, o.not_before), \
+           attempts = o.attempts + CASE WHEN c.count_attempt THEN 1 ELSE 0 END, \
+           attempted_at = CASE WHEN c.count_attempt THEN c.changed_at ELSE o.attempted_at END \
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::uuid[], $7::text[], $8::bigint[], $9::timestamptz[], $10::bool[]) \
+           AS c(id, from_state, to_state, changed_at, provider_message_id, channel_id, reason, error_code, not_before, count_attempt) \
+         WHERE o.id = c.id AND o.state = c.from_state \
+         RETURNING o.id, o.org_id, o.to_number",
+    )
+    .bind(cs.iter().map(|c| c.id.0).collect::<Vec<_>>())
+    .bind(cs.iter().map(|c| c.from.as_str()).collect::<Vec<_>>())
+    .bind(cs.iter().map(|c| c.to.as_str()).collect::<Vec<_>>())
+    .bind(cs.iter().map(|c| pg_instant(c.at)).collect::<Vec<_>>())
+    .bind(cs.iter().map(|c| c.provider_message_id.as_deref()).collect::<Vec<_>>())
+    .bind(cs.iter().map(|c| c.channel_id.map(|ch| ch.0)).collect::<Vec<_>>())
+    .bind(cs.iter().map(|c| c.reason.as_deref()).collect::<Vec<_>>())
+    .bind(cs.iter().map(|c| c.error_code.map(i64::from)).collect::<Vec<_>>())
+    .bind(cs.iter().map(|c| c.not_before.map(pg_instant)).collect::<Vec<_>>())
+    .bind(cs.iter().map(|c| c.count_attempt).collect::<Vec<_>>())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    let mut changed = std::collections::HashMap::with_capacity(rows.len());
+    for r in rows {
+        let id: Uuid = r.try_get("id").map_err(db)?;
+        let org: Uuid = r.try_get("org_id").map_err(db)?;
+        let phone: String = r.try_get("to_number").map_err(db)?;
+        changed.insert(id, (org, phone));
+    }
+    // One upsert per conversation: a statement may not update the same row twice.
+    let mut latest: std::collections::HashMap<(Uuid, &str), DateTime<Utc>> =
+        std::collections::HashMap::new();
+    for c in cs.iter().filter(|c| c.touch_conversation) {
+        if let Some((org, phone)) = changed.get(&c.id.0) {
+            let when = pg_instant(c.at);
+            let e = latest.entry((*org, phone.as_str())).or_insert(when);
+            *e = (*e).max(when);
+        }
+    }
+    if !latest.is_empty() {
+        let (mut orgs, mut phones, mut whens) = (Vec::new(), Vec::new(), Vec::new());
+        for ((org, phone), when) in latest {
+            orgs.push(org);
+            phones.push(phone.to_owned());
+            whens.push(when);
+        }
+        touch_conversations(conn, &orgs, &phones, &whens).await?;
+    }
+    Ok(cs.iter().map(|c| changed.contains_key(&c.id.0)).collect())
+}
+
+/// Records activity on conversations (distinct (org, phone) pairs), as `touch_conversation`
+/// does with nothing for the care team.
+async fn touch_conversations(
+    conn: &mut sqlx::PgConnection,
+    orgs: &[Uuid],
+    phones: &[String],
+    whens: &[DateTime<Utc>],
+) -> StoreResult<()> {
+    let ids: Vec<Uuid> = orgs
+        .iter()
+        .map(|_| domain::ids::ConversationId::new().0)
+        .collect();
+    sqlx::query(
+        "INSERT INTO conversations (id, org_id, phone, status, attention, last_message_at, created_at) \
+         SELECT t.id, t.org_id, t.phone, 'closed', NULL, t.seen_at, t.seen_at \
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[]) AS t(id, org_id, phone, seen_at) \
+         ON CONFLICT (org_id, phone) DO UPDATE SET \
+           last_message_at = GREATEST(conversations.last_message_at, excluded.last_message_at)",
+    )
+    .bind(ids)
+    .bind(orgs)
+    .bind(phones)
+    .bind(whens)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
 #[async_trait]
 impl OutboxStore for PostgresStore {
     async fn save_early_status(
@@ -285,37 +420,29 @@ impl OutboxStore for PostgresStore {
 
     async fn change_state(&self, c: &StateChange) -> StoreResult<bool> {
         let mut tx = self.write().await?;
-        let mut q = QueryBuilder::<Postgres>::new("UPDATE outbound_messages SET state = ");
-        q.push_bind(&c.to)
-            .push(", updated_at = ")
-            .push_bind(pg_instant(c.at))
-            .push(", lease_owner = NULL, lease_until = NULL");
-        if let Some(p) = &c.provider_message_id {
-            q.push(", provider_message_id = ").push_bind(p);
-        }
-        if let Some(channel) = c.channel_id {
-            q.push(", channel_id = ").push_bind(channel.0);
-        }
-        if let Some(r) = &c.reason {
-            q.push(", reason = ").push_bind(r);
-        }
-        if let Some(code) = c.error_code {
-            q.push(", error_code = ").push_bind(i64::from(code));
-        }
-        if let Some(t) = c.not_before {
-            q.push(", not_before = ").push_bind(pg_instant(t));
-        }
-        if c.count_attempt {
-            q.push(", attempts = attempts + 1, attempted_at = ")
-                .push_bind(pg_instant(c.at));
-        }
-        q.push(" WHERE id = ")
-            .push_bind(c.id.0)
-            .push(" AND state = ")
-            .push_bind(&c.from);
-        let done = q.build().execute(&mut *tx).await.map_err(db)?;
+        let applied = apply_change(&mut tx, c).await?;
         tx.commit().await.map_err(db)?;
-        Ok(done.rows_affected() == 1)
+        Ok(applied)
+    }
+
+    async fn change_states(&self, changes: &[StateChange]) -> StoreResult<Vec<bool>> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.write().await?;
+        let ids: std::collections::HashSet<Uuid> = changes.iter().map(|c| c.id.0).collect();
+        let applied = if ids.len() == changes.len() {
+            apply_changes(&mut tx, changes).await?
+        } else {
+            // One row changed twice: the second change must see the first, so one by one.
+            let mut applied = Vec::with_capacity(changes.len());
+            for c in changes {
+                applied.push(apply_change(&mut tx, c).await?);
+            }
+            applied
+        };
+        tx.commit().await.map_err(db)?;
+        Ok(applied)
     }
 
     async fn stuck_sending(
@@ -398,6 +525,69 @@ impl OutboxStore for PostgresStore {
             .collect()
     }
 
+    async fn sent_to_numbers(
+        &self,
+        org: OrgId,
+        numbers: &[String],
+        since: Timestamp,
+        until: Timestamp,
+    ) -> StoreResult<Vec<(String, Timestamp, String)>> {
+        let rows = sqlx::query(
+            "SELECT to_number, attempted_at, kind FROM outbound_messages WHERE org_id = $1 AND to_number = ANY($2) AND attempted_at >= $3 AND attempted_at < $4 AND state IN ('sending', 'sent', 'delivered', 'undelivered')",
+        )
+        .bind(org.0)
+        .bind(numbers)
+        .bind(pg_instant(since))
+        .bind(pg_instant(until))
+        .fetch_all(self.read())
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("to_number").map_err(db)?,
+                    at(&r, "attempted_at")?,
+                    r.try_get("kind").map_err(db)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn consent_of_numbers(
+        &self,
+        org: OrgId,
+        numbers: &[String],
+    ) -> StoreResult<Vec<(String, String, String)>> {
+        let rows = sqlx::query(
+            "SELECT phone, scope, status FROM consent_state WHERE org_id = $1 AND phone = ANY($2) ORDER BY phone, scope",
+        )
+        .bind(org.0)
+        .bind(numbers)
+        .fetch_all(self.read())
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("phone").map_err(db)?,
+                    r.try_get("scope").map_err(db)?,
+                    r.try_get("status").map_err(db)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn dedupe_keys_taken(&self, org: OrgId, keys: &[String]) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT dedupe_key FROM outbound_messages WHERE org_id = $1 AND dedupe_key = ANY($2)",
+        )
+        .bind(org.0)
+        .bind(keys)
+        .fetch_all(self.read())
+        .await
+        .map_err(db)
+    }
+
     async fn sent_by_channel(&self, channel: ChannelId, since: Timestamp) -> StoreResult<u64> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM outbound_messages WHERE channel_id = $1 AND attempted_at >= $2",
@@ -408,6 +598,47 @@ impl OutboxStore for PostgresStore {
         .await
         .map_err(db)?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn take_early_statuses_of(
+        &self,
+        provider_message_ids: &[String],
+    ) -> StoreResult<Vec<(String, String, Option<u32>)>> {
+        // A plain read first: the caller's own commit (the provider ids) came before this
+        // statement's snapshot, so a report kept before that commit is seen; usually there
+        // is none, and then nothing is written.
+        let kept: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT provider_message_id FROM early_status_reports WHERE provider_message_id = ANY($1)",
+        )
+        .bind(provider_message_ids)
+        .fetch_all(self.read())
+        .await
+        .map_err(db)?;
+        if kept.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.write().await?;
+        let rows = sqlx::query("DELETE FROM early_status_reports WHERE provider_message_id = ANY($1) RETURNING id, provider_message_id, status, error_code")
+            .bind(&kept)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        let mut out = rows
+            .into_iter()
+            .map(|r| {
+                let id: Uuid = r.try_get("id").map_err(db)?;
+                let code: Option<i64> = r.try_get("error_code").map_err(db)?;
+                Ok((
+                    id,
+                    r.try_get::<String, _>("provider_message_id").map_err(db)?,
+                    r.try_get::<String, _>("status").map_err(db)?,
+                    code.and_then(|c| u32::try_from(c).ok()),
+                ))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        out.sort_by_key(|(id, _, _, _)| *id);
+        Ok(out.into_iter().map(|(_, sid, s, c)| (sid, s, c)).collect())
     }
 
     async fn pending_to_number(&self, org: OrgId, to: &str) -> StoreResult<Vec<OutboundMessage>> {

@@ -141,6 +141,60 @@ fn outbound(row: SqliteRow) -> StoreResult<OutboundMessage> {
     })
 }
 
+/// One compare-and-set state change inside the caller's write transaction.
+async fn apply_change(conn: &mut sqlx::SqliteConnection, c: &StateChange) -> StoreResult<bool> {
+    let mut q = QueryBuilder::<Sqlite>::new("UPDATE outbound_messages SET state = ");
+    q.push_bind(&c.to)
+        .push(", updated_at = ")
+        .push_bind(micros(c.at))
+        .push(", lease_owner = NULL, lease_until = NULL");
+    if let Some(p) = &c.provider_message_id {
+        q.push(", provider_message_id = ").push_bind(p);
+    }
+    if let Some(channel) = c.channel_id {
+        q.push(", channel_id = ").push_bind(channel.0);
+    }
+    if let Some(r) = &c.reason {
+        q.push(", reason = ").push_bind(r);
+    }
+    if let Some(code) = c.error_code {
+        q.push(", error_code = ").push_bind(i64::from(code));
+    }
+    if let Some(t) = c.not_before {
+        q.push(", not_before = ").push_bind(micros(t));
+    }
+    if c.count_attempt {
+        q.push(", attempts = attempts + 1, attempted_at = ")
+            .push_bind(micros(c.at));
+    }
+    q.push(" WHERE id = ")
+        .push_bind(c.id.0)
+        .push(" AND state = ")
+        .push_bind(&c.from)
+        .push(" RETURNING org_id, to_number");
+    let Some(row) = q.build().fetch_optional(&mut *conn).await.map_err(db)? else {
+        return Ok(false);
+    };
+    if c.touch_conversation {
+        let org: Uuid = row.try_get("org_id").map_err(db)?;
+        let phone: String = row.try_get("to_number").map_err(db)?;
+        sqlx::query(
+            "INSERT INTO conversations (id, org_id, phone, status, attention, last_message_at, created_at) VALUES (?, ?, ?, 'closed', NULL, ?, ?) \
+             ON CONFLICT (org_id, phone) DO UPDATE SET \
+               last_message_at = MAX(conversations.last_message_at, excluded.last_message_at)",
+        )
+        .bind(domain::ids::ConversationId::new().0)
+        .bind(org)
+        .bind(phone)
+        .bind(micros(c.at))
+        .bind(micros(c.at))
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    }
+    Ok(true)
+}
+
 #[async_trait]
 impl OutboxStore for SqliteStore {
     async fn save_early_status(
@@ -246,37 +300,22 @@ impl OutboxStore for SqliteStore {
 
     async fn change_state(&self, c: &StateChange) -> StoreResult<bool> {
         let mut tx = self.write().await?;
-        let mut q = QueryBuilder::<Sqlite>::new("UPDATE outbound_messages SET state = ");
-        q.push_bind(&c.to)
-            .push(", updated_at = ")
-            .push_bind(micros(c.at))
-            .push(", lease_owner = NULL, lease_until = NULL");
-        if let Some(p) = &c.provider_message_id {
-            q.push(", provider_message_id = ").push_bind(p);
-        }
-        if let Some(channel) = c.channel_id {
-            q.push(", channel_id = ").push_bind(channel.0);
-        }
-        if let Some(r) = &c.reason {
-            q.push(", reason = ").push_bind(r);
-        }
-        if let Some(code) = c.error_code {
-            q.push(", error_code = ").push_bind(i64::from(code));
-        }
-        if let Some(t) = c.not_before {
-            q.push(", not_before = ").push_bind(micros(t));
-        }
-        if c.count_attempt {
-            q.push(", attempts = attempts + 1, attempted_at = ")
-                .push_bind(micros(c.at));
-        }
-        q.push(" WHERE id = ")
-            .push_bind(c.id.0)
-            .push(" AND state = ")
-            .push_bind(&c.from);
-        let done = q.build().execute(&mut *tx).await.map_err(db)?;
+        let applied = apply_change(&mut tx, c).await?;
         tx.commit().await.map_err(db)?;
-        Ok(done.rows_affected() == 1)
+        Ok(applied)
+    }
+
+    async fn change_states(&self, changes: &[StateChange]) -> StoreResult<Vec<bool>> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.write().await?;
+        let mut applied = Vec::with_capacity(changes.len());
+        for c in changes {
+            applied.push(apply_change(&mut tx, c).await?);
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(applied)
     }
 
     async fn stuck_sending(
@@ -364,6 +403,69 @@ impl OutboxStore for SqliteStore {
             .collect()
     }
 
+    async fn sent_to_numbers(
+        &self,
+        org: OrgId,
+        numbers: &[String],
+        since: Timestamp,
+        until: Timestamp,
+    ) -> StoreResult<Vec<(String, Timestamp, String)>> {
+        let rows = sqlx::query(
+            "SELECT to_number, attempted_at, kind FROM outbound_messages WHERE org_id = ? AND to_number IN (SELECT value FROM json_each(?)) AND attempted_at >= ? AND attempted_at < ? AND state IN ('sending', 'sent', 'delivered', 'undelivered')",
+        )
+        .bind(org.0)
+        .bind(crate::to_doc(&numbers))
+        .bind(micros(since))
+        .bind(micros(until))
+        .fetch_all(self.read())
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("to_number").map_err(db)?,
+                    instant(r.try_get("attempted_at").map_err(db)?)?,
+                    r.try_get("kind").map_err(db)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn consent_of_numbers(
+        &self,
+        org: OrgId,
+        numbers: &[String],
+    ) -> StoreResult<Vec<(String, String, String)>> {
+        let rows = sqlx::query(
+            "SELECT phone, scope, status FROM consent_state WHERE org_id = ? AND phone IN (SELECT value FROM json_each(?)) ORDER BY phone, scope",
+        )
+        .bind(org.0)
+        .bind(crate::to_doc(&numbers))
+        .fetch_all(self.read())
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("phone").map_err(db)?,
+                    r.try_get("scope").map_err(db)?,
+                    r.try_get("status").map_err(db)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn dedupe_keys_taken(&self, org: OrgId, keys: &[String]) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT dedupe_key FROM outbound_messages WHERE org_id = ? AND dedupe_key IN (SELECT value FROM json_each(?))",
+        )
+        .bind(org.0)
+        .bind(crate::to_doc(&keys))
+        .fetch_all(self.read())
+        .await
+        .map_err(db)
+    }
+
     async fn sent_by_channel(&self, channel: ChannelId, since: Timestamp) -> StoreResult<u64> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM outbound_messages WHERE channel_id = ? AND attempted_at >= ?",
@@ -374,6 +476,50 @@ impl OutboxStore for SqliteStore {
         .await
         .map_err(db)?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn take_early_statuses_of(
+        &self,
+        provider_message_ids: &[String],
+    ) -> StoreResult<Vec<(String, String, Option<u32>)>> {
+        // A reader first: the caller's own commit (the provider ids) came before this, so a
+        // report kept before that commit is seen here; usually there is none, and then
+        // nothing waits for the writer.
+        let ids = crate::to_doc(&provider_message_ids);
+        let kept: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM early_status_reports WHERE provider_message_id IN (SELECT value FROM json_each(?)) LIMIT 1",
+        )
+        .bind(&ids)
+        .fetch_optional(self.read())
+        .await
+        .map_err(db)?;
+        if kept.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.write().await?;
+        let rows = sqlx::query(
+            "DELETE FROM early_status_reports WHERE provider_message_id IN (SELECT value FROM json_each(?)) RETURNING id, provider_message_id, status, error_code",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        let mut out = rows
+            .into_iter()
+            .map(|r| {
+                let id: Uuid = r.try_get("id").map_err(db)?;
+                let code: Option<i64> = r.try_get("error_code").map_err(db)?;
+                Ok((
+                    id,
+                    r.try_get::<String, _>("provider_message_id").map_err(db)?,
+                    r.try_get::<String, _>("status").map_err(db)?,
+                    code.and_then(|c| u32::try_from(c).ok()),
+                ))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        out.sort_by_key(|(id, _, _, _)| *id);
+        Ok(out.into_iter().map(|(_, sid, s, c)| (sid, s, c)).collect())
     }
 
     async fn pending_to_number(&self, org: OrgId, to: &str) -> StoreResult<Vec<OutboundMessage>> {

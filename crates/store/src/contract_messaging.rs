@@ -1,5 +1,6 @@
 //! The messaging half of the store contract: dedupe keys, leased claims with fair share,
-//! compare-and-set state changes, idempotent inbound messages, and the consent ledger.
+//! compare-and-set state changes (one at a time and in batches), idempotent inbound
+//! messages, and the consent ledger.
 
 use crate::contract::{organization, patient};
 use crate::*;
@@ -15,7 +16,9 @@ macro_rules! messaging_contract_tests {
             state_changes_are_compare_and_set, stuck_sending_messages_are_found_for_the_reconciler,
             inbound_messages_are_stored_once, consent_ledger_keeps_state_and_history,
             channels_round_trip, caps_count_messages_to_a_number,
-            conversations_follow_activity_and_threads_merge_both_ways, media_is_kept_with_its_message);
+            conversations_follow_activity_and_threads_merge_both_ways, media_is_kept_with_its_message,
+            batched_state_changes_are_compare_and_set_per_row_and_commit_together,
+            batched_reads_answer_for_many_numbers_at_once);
     };
     (@each $make:path; $($name:ident),*) => {
         $(
@@ -566,4 +569,350 @@ pub async fn media_is_kept_with_its_message<S: Store + MessagingStore + ?Sized>(
         Err(StoreError::NotFound)
     ));
     assert!(store.media_of(other.id, m.id).await.unwrap().is_empty());
+}
+
+pub async fn batched_state_changes_are_compare_and_set_per_row_and_commit_together<
+    S: Store + MessagingStore + ?Sized,
+>(
+    store: &S,
+) {
+    let o = org(store, "batch").await;
+    let c = channel_of(store, o.id).await;
+    let t = now();
+    let ms: Vec<OutboundMessage> = (0..4)
+        .map(|i| message(o.id, None, &format!("+1201555012{i}"), &format!("k{i}"), t))
+        .collect();
+    for m in &ms {
+        store.enqueue(m).await.unwrap();
+    }
+    assert!(store.change_states(&[]).await.unwrap().is_empty());
+    // Message 2 moved meanwhile (an opt-out suppressed it).
+    let mut gone = StateChange::new(ms[2].id, "queued", "suppressed", t);
+    gone.reason = Some("the number opted out".into());
+    assert!(store.change_state(&gone).await.unwrap());
+
+    let attempt = |m: &OutboundMessage, from: &str| {
+        let mut a = StateChange::new(m.id, from, "sending", t);
+        a.count_attempt = true;
+        a.channel_id = Some(c.id);
+        a.reason = Some(String::new());
+        a
+    };
+    let answers = store
+        .change_states(&[
+            attempt(&ms[0], "queued"),
+            attempt(&ms[1], "queued"),
+            attempt(&ms[2], "queued"),
+            attempt(&ms[3], "sent"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        answers,
+        [true, true, false, false],
+        "each row compared on its own"
+    );
+    for (m, state, attempts) in [
+        (&ms[0], "sending", 1),
+        (&ms[1], "sending", 1),
+        (&ms[2], "suppressed", 0),
+        (&ms[3], "queued", 0),
+    ] {
+        let back = store.outbound(o.id, m.id).await.unwrap();
+        assert_eq!((back.state.as_str(), back.attempts), (state, attempts));
+        assert_eq!(back.attempted_at.is_some(), attempts == 1);
+        assert_eq!(back.channel_id.is_some(), attempts == 1);
+    }
+    assert_eq!(
+        store
+            .outbound(o.id, ms[2].id)
+            .await
+            .unwrap()
+            .reason
+            .as_deref(),
+        Some("the number opted out"),
+        "a change that did not apply wrote nothing"
+    );
+    assert_eq!(store.sent_by_channel(c.id, t).await.unwrap(), 2);
+
+    // Results: one sent (touching its conversation), one retried; a conversation that was
+    // open for the care team stays open with its note.
+    let open = store
+        .touch_conversation(o.id, &ms[1].to, t, true, Some("possible opt-out"))
+        .await
+        .unwrap();
+    let later = t + SignedDuration::from_secs(5);
+    let mut sent = StateChange::new(ms[0].id, "sending", "sent", later);
+    sent.provider_message_id = Some("SMbatch0".into());
+    sent.touch_conversation = true;
+    let mut sent1 = StateChange::new(ms[1].id, "sending", "sent", later);
+    sent1.provider_message_id = Some("SMbatch1".into());
+    sent1.touch_conversation = true;
+    let mut retry = StateChange::new(ms[3].id, "queued", "queued", later);
+    retry.not_before = Some(later + SignedDuration::from_secs(60));
+    retry.reason = Some("attempt 1 failed; retrying".into());
+    retry.error_code = Some(20429);
+    assert_eq!(
+        store.change_states(&[sent, sent1, retry]).await.unwrap(),
+        [true, true, true]
+    );
+    let back = store.outbound(o.id, ms[0].id).await.unwrap();
+    assert_eq!(
+        (
+            back.state.as_str(),
+            back.provider_message_id.as_deref(),
+            back.attempts,
+            back.reason.as_deref()
+        ),
+        ("sent", Some("SMbatch0"), 1, Some("")),
+        "fields a change leaves out keep their values"
+    );
+    assert_eq!(back.updated_at, later);
+    let back = store.outbound(o.id, ms[3].id).await.unwrap();
+    assert_eq!(
+        (back.error_code, back.not_before, back.attempts),
+        (Some(20429), later + SignedDuration::from_secs(60), 0)
+    );
+    let convs = store
+        .conversations(o.id, None, &PageRequest::default())
+        .await
+        .unwrap();
+    let by_phone = |phone: &str| convs.items.iter().find(|c| c.phone == phone).cloned();
+    let first = by_phone(&ms[0].to).expect("a sent message opens its conversation");
+    assert_eq!(
+        (first.status.as_str(), first.last_message_at),
+        ("closed", later)
+    );
+    let second = by_phone(&ms[1].to).unwrap();
+    assert_eq!(second.id, open.id);
+    assert_eq!(
+        (
+            second.status.as_str(),
+            second.attention.as_deref(),
+            second.last_message_at
+        ),
+        ("open", Some("possible opt-out"), later)
+    );
+    assert!(by_phone(&ms[3].to).is_none(), "only changes that ask touch");
+
+    // The same row twice in one batch: the second change sees the first.
+    let mut d1 = StateChange::new(ms[0].id, "sent", "delivered", later);
+    d1.reason = Some("first".into());
+    let d2 = StateChange::new(ms[0].id, "delivered", "undelivered", later);
+    let d3 = StateChange::new(ms[0].id, "sent", "failed", later);
+    assert_eq!(
+        store.change_states(&[d1, d2, d3]).await.unwrap(),
+        [true, true, false]
+    );
+    assert_eq!(
+        store.outbound(o.id, ms[0].id).await.unwrap().state,
+        "undelivered"
+    );
+
+    // All or nothing: a change the database refuses (a channel that does not exist) takes
+    // the whole batch with it.
+    let fresh = message(o.id, None, "+12015550199", "k-fresh", t);
+    store.enqueue(&fresh).await.unwrap();
+    let mut bad = attempt(&fresh, "queued");
+    bad.channel_id = Some(ChannelId::new());
+    let good = StateChange::new(ms[3].id, "queued", "cancelled", later);
+    assert!(store.change_states(&[good, bad]).await.is_err());
+    assert_eq!(
+        store.outbound(o.id, ms[3].id).await.unwrap().state,
+        "queued"
+    );
+    assert_eq!(
+        store.outbound(o.id, fresh.id).await.unwrap().state,
+        "queued"
+    );
+}
+
+pub async fn batched_reads_answer_for_many_numbers_at_once<S: Store + MessagingStore + ?Sized>(
+    store: &S,
+) {
+    let o = org(store, "batchread").await;
+    let other = org(store, "batchread2").await;
+    let t = now();
+    let numbers: Vec<String> = (0..3).map(|i| format!("+1201555013{i}")).collect();
+    // Two sent to the first number, one to the second, one pending to the third, and one
+    // to the first number in another organisation.
+    let mut sent = Vec::new();
+    for (i, to) in [&numbers[0], &numbers[0], &numbers[1]]
+        .into_iter()
+        .enumerate()
+    {
+        let mut m = message(o.id, None, to, &format!("s{i}"), t);
+        m.kind = if i == 1 { "survey" } else { "reminder" }.into();
+        store.enqueue(&m).await.unwrap();
+        sent.push(m);
+    }
+    store
+        .enqueue(&message(o.id, None, &numbers[2], "pending", t))
+        .await
+        .unwrap();
+    let theirs = message(other.id, None, &numbers[0], "s0", t);
+    store.enqueue(&theirs).await.unwrap();
+    let mut changes: Vec<StateChange> = sent
+        .iter()
+        .chain([&theirs])
+        .map(|m| {
+            let mut c = StateChange::new(m.id, "queued", "sending", t);
+            c.count_attempt = true;
+            c
+        })
+        .collect();
+    changes[2].at = t + SignedDuration::from_secs(1);
+    assert!(
+        store
+            .change_states(&changes)
+            .await
+            .unwrap()
+            .iter()
+            .all(|a| *a)
+    );
+    let (since, until) = (
+        t - SignedDuration::from_hours(1),
+        t + SignedDuration::from_secs(10),
+    );
+    let mut counted = store
+        .sent_to_numbers(o.id, &numbers, since, until)
+        .await
+        .unwrap();
+    counted.sort();
+    assert_eq!(
+        counted,
+        [
+            (numbers[0].clone(), t, "reminder".to_string()),
+            (numbers[0].clone(), t, "survey".to_string()),
+            (
+                numbers[1].clone(),
+                t + SignedDuration::from_secs(1),
+                "reminder".to_string()
+            ),
+        ]
+    );
+    for n in &numbers {
+        let mut one: Vec<(Timestamp, String)> = counted
+            .iter()
+            .filter(|(to, _, _)| to == n)
+            .map(|(_, at, k)| (*at, k.clone()))
+            .collect();
+        let mut single = store.sent_to_number(o.id, n, since, until).await.unwrap();
+        one.sort();
+        single.sort();
+        assert_eq!(one, single, "the same as asking number by number");
+    }
+    assert!(
+        store
+            .sent_to_numbers(o.id, &numbers, t + SignedDuration::from_secs(2), until)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .sent_to_numbers(o.id, &[], since, until)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let record = |org: OrgId, phone: &str, scope: &str, status: &str| ConsentEvent {
+        id: ConsentEventId::new(),
+        org_id: org,
+        phone: phone.into(),
+        scope: scope.into(),
+        status: status.into(),
+        source: "staff".into(),
+        actor: None,
+        inbound_id: None,
+        recorded_at: now(),
+    };
+    for e in [
+        record(o.id, &numbers[0], "organization", "opted_out"),
+        record(o.id, &numbers[0], "programme:surveys", "opted_out"),
+        record(o.id, &numbers[0], "organization", "opted_in"),
+        record(o.id, &numbers[2], "programme:reminders", "opted_out"),
+        record(other.id, &numbers[1], "organization", "opted_out"),
+    ] {
+        store.record_consent(&e).await.unwrap();
+    }
+    let mut consent = store.consent_of_numbers(o.id, &numbers).await.unwrap();
+    consent.sort();
+    let row =
+        |n: &String, scope: &str, status: &str| (n.clone(), scope.to_string(), status.to_string());
+    assert_eq!(
+        consent,
+        [
+            row(&numbers[0], "organization", "opted_in"),
+            row(&numbers[0], "programme:surveys", "opted_out"),
+            row(&numbers[2], "programme:reminders", "opted_out"),
+        ],
+        "current state only, this organisation only"
+    );
+
+    let keys: Vec<String> = ["s0", "s2", "pending", "nope"]
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    let mut taken = store.dedupe_keys_taken(o.id, &keys).await.unwrap();
+    taken.sort();
+    assert_eq!(taken, ["pending", "s0", "s2"]);
+    assert!(
+        store
+            .dedupe_keys_taken(other.id, &["s2".to_string()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    assert!(
+        store
+            .take_early_statuses_of(&["SMnone".to_string()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store
+        .save_early_status("SMb", "sent", None, now())
+        .await
+        .unwrap();
+    store
+        .save_early_status("SMa", "delivered", None, now())
+        .await
+        .unwrap();
+    store
+        .save_early_status("SMb", "undelivered", Some(30003), now())
+        .await
+        .unwrap();
+    store
+        .save_early_status("SMc", "sent", None, now())
+        .await
+        .unwrap();
+    let taken = store
+        .take_early_statuses_of(&["SMb".to_string(), "SMa".to_string(), "SMz".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(
+        taken,
+        [
+            ("SMb".to_string(), "sent".to_string(), None),
+            ("SMa".to_string(), "delivered".to_string(), None),
+            ("SMb".to_string(), "undelivered".to_string(), Some(30003)),
+        ],
+        "oldest first"
+    );
+    assert!(
+        store
+            .take_early_statuses_of(&["SMa".to_string(), "SMb".to_string()])
+            .await
+            .unwrap()
+            .is_empty(),
+        "taken once"
+    );
+    assert_eq!(
+        store.take_early_statuses("SMc").await.unwrap(),
+        [("sent".to_string(), None)],
+        "others are left"
+    );
 }

@@ -112,6 +112,10 @@ pub struct StateChange {
     pub not_before: Option<Timestamp>,
     /// Counts an attempt (the message was handed to the provider, or about to be).
     pub count_attempt: bool,
+    /// When the change applies, also records activity at `at` on the conversation with the
+    /// message's number, in the same transaction (as `touch_conversation` with nothing for
+    /// the care team: a closed conversation stays closed).
+    pub touch_conversation: bool,
 }
 
 impl StateChange {
@@ -127,6 +131,7 @@ impl StateChange {
             error_code: None,
             not_before: None,
             count_attempt: false,
+            touch_conversation: false,
         }
     }
 }
@@ -158,6 +163,10 @@ pub trait OutboxStore: Send + Sync {
     /// Applies `change` if the row is still in `change.from`; false when it moved meanwhile.
     /// Clears the lease.
     async fn change_state(&self, change: &StateChange) -> StoreResult<bool>;
+    /// Applies many changes in one transaction (one durable commit), each exactly as
+    /// `change_state` would, in order; the answer at each position says whether that change
+    /// applied. All or none are written: on an error nothing is.
+    async fn change_states(&self, changes: &[StateChange]) -> StoreResult<Vec<bool>>;
     /// Messages left in `sending` whose attempt started before `before`: the reconciler's work.
     async fn stuck_sending(
         &self,
@@ -185,6 +194,24 @@ pub trait OutboxStore: Send + Sync {
         since: Timestamp,
         until: Timestamp,
     ) -> StoreResult<Vec<(Timestamp, String)>>;
+    /// `sent_to_number` for many numbers of `org` at once: (number, when, kind).
+    async fn sent_to_numbers(
+        &self,
+        org: OrgId,
+        numbers: &[String],
+        since: Timestamp,
+        until: Timestamp,
+    ) -> StoreResult<Vec<(String, Timestamp, String)>>;
+    /// The consent ledger's current state for many numbers of `org` at once, as
+    /// `ConsentStore::consent_state` gives it for one: (number, scope, status). The
+    /// dispatcher's last-moment check for a whole claimed batch.
+    async fn consent_of_numbers(
+        &self,
+        org: OrgId,
+        numbers: &[String],
+    ) -> StoreResult<Vec<(String, String, String)>>;
+    /// Which of `keys` already name a message in `org` (whatever its state).
+    async fn dedupe_keys_taken(&self, org: OrgId, keys: &[String]) -> StoreResult<Vec<String>>;
     /// Messages from `channel` handed to the provider at or after `since` (daily caps).
     async fn sent_by_channel(&self, channel: ChannelId, since: Timestamp) -> StoreResult<u64>;
     /// Keeps a delivery receipt whose provider id no outbound message carries yet.
@@ -200,6 +227,12 @@ pub trait OutboxStore: Send + Sync {
         &self,
         provider_message_id: &str,
     ) -> StoreResult<Vec<(String, Option<u32>)>>;
+    /// `take_early_statuses` for many provider ids at once: (provider id, status, error
+    /// code), oldest first. Writes nothing when none is kept (the usual case).
+    async fn take_early_statuses_of(
+        &self,
+        provider_message_ids: &[String],
+    ) -> StoreResult<Vec<(String, String, Option<u32>)>>;
     /// Pending (`scheduled`/`queued`) messages of `org` to `to` in `programmes` (all when empty).
     async fn pending_to_number(&self, org: OrgId, to: &str) -> StoreResult<Vec<OutboundMessage>>;
 }
