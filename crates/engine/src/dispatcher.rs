@@ -3,19 +3,36 @@
 //! the attempt durably, then hands the message to the provider. The reconciler asks the
 //! provider about messages left in `sending` (a crash, a lost answer) before ever sending
 //! them again. Every decision not to send is written on the message as a readable reason.
+//!
+//! A step works on its claimed batch as a whole. The facts the checks need are read once
+//! for the batch (organisations, channels, the consent and recent sends of all its numbers),
+//! then every decision and every attempt is written in one transaction before any provider
+//! call; the provider's answers are recorded together as they come in (group commit). So a
+//! message costs a share of a few commits, not three commits and a handful of reads of its
+//! own. `run_dispatcher` overlaps steps: the next batch is claimed, checked and recorded as
+//! attempted while the previous batch's provider calls are in flight.
 
 use crate::{Engine, EngineError};
-use channels::{OutboundSms, Refusal, SendError};
+use channels::{OutboundSms, ProviderMessage, Refusal, SendError, Sender, SmsProvider};
 use domain::frequency;
+use domain::ids::{ChannelId, MessageId};
 use domain::message_state::{MessageKind, MessageState};
 use domain::send_window;
-use domain::{AppointmentStatus, E164, OrgId, Organization};
+use domain::{
+    AppointmentId, AppointmentStatus, E164, Location, LocationId, OrgId, Organization, Patient,
+    PatientId,
+};
+use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::{
     Channel, ConsentEvent, OutboundMessage, PageRequest, PatientQuery, StateChange, StoreError,
+    StoreResult,
 };
+use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug, Clone)]
 pub struct DispatchConfig {
@@ -35,7 +52,8 @@ pub struct DispatchConfig {
     pub pacing: bool,
     /// This node's name on its leases.
     pub owner: String,
-    /// Provider calls in flight at once within a step.
+    /// Provider calls in flight at once within a step (`run_dispatcher` has up to two steps
+    /// in flight).
     pub concurrency: usize,
 }
 
@@ -56,6 +74,13 @@ impl Default for DispatchConfig {
     }
 }
 
+/// Steps `run_dispatcher` keeps in flight: one whose provider calls are out while the
+/// next is claimed and checked.
+const STEPS_IN_FLIGHT: usize = 2;
+
+/// Reads in flight at once while a step gathers its facts.
+const READS_IN_FLIGHT: usize = 8;
+
 /// A sender's token bucket, in message segments.
 pub(crate) struct Pacer {
     tokens: f64,
@@ -74,207 +99,939 @@ pub struct StepReport {
     pub unknown: usize,
 }
 
-impl StepReport {
-    fn add(&mut self, o: StepReport) {
-        self.sent += o.sent;
-        self.deferred += o.deferred;
-        self.retried += o.retried;
-        self.suppressed += o.suppressed;
-        self.failed += o.failed;
-        self.unknown += o.unknown;
-    }
-}
-
 enum Verdict {
-    Go(Box<Channel>),
+    Go(Box<Outgoing>),
     Suppress(String),
     Fail(String),
     Defer(Timestamp, String),
+    /// Not decided now (a fact could not be read, or the channel's set-up is broken): the
+    /// claim's lease runs out and the message is claimed again later. Nothing is lost.
+    Skip,
+}
+
+/// A message that passed its last-moment checks, with what sending it takes.
+struct Outgoing {
+    m: OutboundMessage,
+    org: Arc<Organization>,
+    channel: Arc<Channel>,
+    provider: Arc<dyn SmsProvider>,
+    sms: OutboundSms,
+}
+
+impl Outgoing {
+    /// The attempt, on disk before the provider hears of the message: after a crash the
+    /// reconciler finds it in `sending` and asks before sending again.
+    fn attempt(&self, at: Timestamp) -> StateChange {
+        let mut a = StateChange::new(self.m.id, &self.m.state, MessageState::Sending.as_str(), at);
+        a.count_attempt = true;
+        a.reason = Some(String::new());
+        a.channel_id = Some(self.channel.id);
+        a
+    }
+
+    fn paced(&self, pacing: bool) -> bool {
+        pacing && self.channel.settings.segments_per_second > 0.0
+    }
+}
+
+/// A claimed batch after its checks: the decisions not to send are written; the messages
+/// to send are either recorded as attempted already (unpaced senders, in the same
+/// transaction) or wait in their sender's lane for its pace.
+struct Prepared {
+    report: StepReport,
+    attempted: Vec<Outgoing>,
+    /// One lane per paced sender, in claim order.
+    lanes: Vec<Vec<Outgoing>>,
+}
+
+#[derive(Clone)]
+struct ChannelUse {
+    provider: Arc<dyn SmsProvider>,
+    from: Sender,
+    status_callback: String,
+}
+
+/// What a step's checks read, once for the whole batch.
+#[derive(Default)]
+struct Facts {
+    orgs: HashMap<OrgId, Arc<Organization>>,
+    /// Each organisation's time zone.
+    zones: HashMap<OrgId, jiff::tz::TimeZone>,
+    channels: HashMap<ChannelId, Arc<Channel>>,
+    /// What sending through a channel takes, worked out once per step: its provider, its
+    /// sender and where its receipts go (`None`: its set-up is broken).
+    senders: HashMap<ChannelId, Option<ChannelUse>>,
+    /// An organisation's first channel, for messages that name none.
+    first_channel: HashMap<OrgId, Option<Arc<Channel>>>,
+    /// The consent ledger's current (scope, status) per number.
+    consent: HashMap<(OrgId, String), Vec<(String, String)>>,
+    /// Messages handed to the provider per number over the caps' span; this step's own
+    /// are added as they are let go, so two in one batch count each other.
+    sent: HashMap<(OrgId, String), Vec<(Timestamp, MessageKind)>>,
+    /// Numbers that have their welcome message already.
+    welcomed: HashSet<(OrgId, String)>,
+    /// Numbers whose welcome this step wrote: their other messages wait for it.
+    welcomed_now: HashSet<(OrgId, String)>,
+    /// `None`: the appointment no longer exists.
+    appointments: HashMap<AppointmentId, Option<AppointmentStatus>>,
+    patients: HashMap<PatientId, Option<Patient>>,
+    locations: HashMap<LocationId, Option<Location>>,
+    /// Per sender with a daily cap: messages since the start of its organisation's day,
+    /// this step's included.
+    channel_today: HashMap<ChannelId, u64>,
+    /// Messages a fact of which could not be read: left to their lease.
+    unreadable: HashSet<MessageId>,
+}
+
+impl Facts {
+    /// The channel a message goes out through: the one it names, else its organisation's
+    /// first.
+    fn channel_of(&self, m: &OutboundMessage) -> Option<&Arc<Channel>> {
+        match m.channel_id {
+            Some(id) => self.channels.get(&id),
+            None => self.first_channel.get(&m.org_id)?.as_ref(),
+        }
+    }
 }
 
 fn sd(d: Duration) -> SignedDuration {
     SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
 }
 
+fn kind_of(m: &OutboundMessage) -> MessageKind {
+    MessageKind::from_str(&m.kind).unwrap_or(MessageKind::Reminder)
+}
+
+fn number(m: &OutboundMessage) -> (OrgId, String) {
+    (m.org_id, m.to.clone())
+}
+
+/// A number's first automated message is preceded by the one-time welcome.
+fn needs_welcome(org: &Organization, kind: MessageKind) -> bool {
+    org.messaging.welcome
+        && kind.is_automated()
+        && !matches!(kind, MessageKind::KeywordReply | MessageKind::Welcome)
+}
+
+fn welcome_key(to: &str) -> String {
+    format!("welcome:{to}")
+}
+
+/// Runs `read` for each key, a few at a time.
+async fn read_each<K, T, F, Fut>(
+    keys: impl IntoIterator<Item = K>,
+    read: F,
+) -> Vec<(K, StoreResult<T>)>
+where
+    K: Clone,
+    F: Fn(K) -> Fut,
+    Fut: std::future::Future<Output = StoreResult<T>>,
+{
+    futures::stream::iter(keys)
+        .map(|k| {
+            let read = read(k.clone());
+            async move { (k, read.await) }
+        })
+        .buffer_unordered(READS_IN_FLIGHT)
+        .collect()
+        .await
+}
+
 impl Engine {
-    /// Claims and handles one batch of due messages. Tests call this to drain the outbox
-    /// deterministically; `run_dispatcher` calls it in a loop.
+    /// Claims and handles one batch of due messages, and returns when every message of it
+    /// is decided and every provider answer recorded. Tests call this to drain the outbox
+    /// deterministically; `run_dispatcher` runs the same two halves, overlapped.
     pub async fn dispatch_step(&self) -> Result<StepReport, EngineError> {
+        let prepared = self.prepare_step().await?;
+        Ok(self.send_prepared(prepared, None).await)
+    }
+
+    /// The first half of a step: claims a batch, reads what its checks need, decides each
+    /// message, and writes the decisions with the attempts of the unpaced messages in one
+    /// transaction.
+    async fn prepare_step(&self) -> Result<Prepared, EngineError> {
         let cfg = &self.config.dispatch;
         let now = self.clock.now();
         let claimed = self
             .store
             .claim_due(now, cfg.batch, cfg.per_org, &cfg.owner, now + sd(cfg.lease))
             .await?;
-        let report = std::sync::Mutex::new(StepReport {
+        let mut report = StepReport {
             claimed: claimed.len(),
             ..StepReport::default()
-        });
-        use futures::StreamExt;
-        futures::stream::iter(claimed)
-            .for_each_concurrent(cfg.concurrency.max(1), |message| {
-                let report = &report;
-                async move {
-                    let id = message.id;
-                    let mut mine = StepReport::default();
-                    if let Err(e) = self.dispatch_one(message, &mut mine).await {
-                        // The lease expires and the message is claimed again; nothing is lost.
-                        tracing::warn!(message = %id, error = %e, "dispatch failed; will retry after the lease");
+        };
+        if claimed.is_empty() {
+            return Ok(Prepared {
+                report,
+                attempted: Vec::new(),
+                lanes: Vec::new(),
+            });
+        }
+        let now = self.clock.now();
+        let mut facts = self.gather(&claimed, now).await;
+        self.write_welcomes(&claimed, &mut facts).await;
+        let verdicts: Vec<Verdict> = claimed
+            .iter()
+            .map(|m| self.decide(m, &mut facts, now))
+            .collect();
+
+        let at = self.clock.now();
+        let mut changes = Vec::with_capacity(claimed.len());
+        let mut unpaced = Vec::new();
+        let mut lanes: Vec<(ChannelId, Vec<Outgoing>)> = Vec::new();
+        for (m, verdict) in claimed.iter().zip(verdicts) {
+            let (to, reason, not_before) = match verdict {
+                Verdict::Go(out) if out.paced(cfg.pacing) => {
+                    match lanes.iter_mut().find(|(c, _)| *c == out.channel.id) {
+                        Some((_, lane)) => lane.push(*out),
+                        None => lanes.push((out.channel.id, vec![*out])),
                     }
-                    report.lock().unwrap_or_else(|e| e.into_inner()).add(mine);
+                    continue;
                 }
-            })
-            .await;
-        Ok(report.into_inner().unwrap_or_else(|e| e.into_inner()))
+                Verdict::Go(out) => {
+                    changes.push(out.attempt(at));
+                    unpaced.push((changes.len() - 1, *out));
+                    continue;
+                }
+                Verdict::Skip => continue,
+                Verdict::Suppress(reason) => {
+                    report.suppressed += 1;
+                    (MessageState::Suppressed, reason, None)
+                }
+                Verdict::Fail(reason) => {
+                    report.failed += 1;
+                    (MessageState::Failed, reason, None)
+                }
+                Verdict::Defer(until, reason) => {
+                    report.deferred += 1;
+                    (MessageState::Queued, reason, Some(until))
+                }
+            };
+            let mut c = StateChange::new(m.id, &m.state, to.as_str(), at);
+            c.reason = Some(reason);
+            c.not_before = not_before;
+            changes.push(c);
+        }
+        let applied = self.store.change_states(&changes).await?;
+        // An attempt that did not apply found its message moved meanwhile (an opt-out
+        // suppressed it, say): it is not sent.
+        let attempted = unpaced
+            .into_iter()
+            .filter(|(i, _)| applied.get(*i).copied().unwrap_or(false))
+            .map(|(_, out)| out)
+            .collect();
+        Ok(Prepared {
+            report,
+            attempted,
+            lanes: lanes.into_iter().map(|(_, lane)| lane).collect(),
+        })
     }
 
-    async fn dispatch_one(
-        &self,
-        m: OutboundMessage,
-        report: &mut StepReport,
-    ) -> Result<(), EngineError> {
-        let org = self.store.organization(m.org_id).await?;
-        let verdict = self.last_moment_checks(&org, &m).await?;
-        let now = self.clock.now();
-        let channel = match verdict {
-            Verdict::Go(channel) => *channel,
-            Verdict::Suppress(reason) => {
-                self.finish(&m, MessageState::Suppressed, reason, now)
-                    .await?;
-                report.suppressed += 1;
-                return Ok(());
-            }
-            Verdict::Fail(reason) => {
-                self.finish(&m, MessageState::Failed, reason, now).await?;
-                report.failed += 1;
-                return Ok(());
-            }
-            Verdict::Defer(until, reason) => {
-                let mut c = StateChange::new(m.id, &m.state, MessageState::Queued.as_str(), now);
-                c.not_before = Some(until);
-                c.reason = Some(reason);
-                self.store.change_state(&c).await?;
-                report.deferred += 1;
-                return Ok(());
-            }
+    /// Reads, once for the batch, every fact the checks need: all independent reads at
+    /// once, then the few that depend on them (a patient's usual location, a capped
+    /// sender's count for today).
+    async fn gather(&self, batch: &[OutboundMessage], now: Timestamp) -> Facts {
+        let mut f = Facts::default();
+        let ids = |hit: &dyn Fn(&OutboundMessage) -> bool| -> Vec<MessageId> {
+            batch.iter().filter(|m| hit(m)).map(|m| m.id).collect()
         };
-        let provider = self.provider(&channel)?;
-        let from = Engine::sender(&channel)?;
-        self.pace(&channel, m.segments).await;
+        let unreadable = |f: &mut Facts, what: &str, e: &StoreError, ids: Vec<MessageId>| {
+            tracing::warn!(error = %e, messages = ids.len(), "dispatch could not read {what}; will retry after the lease");
+            f.unreadable.extend(ids);
+        };
+        let numbers_of = |org: OrgId, hit: &dyn Fn(&OutboundMessage) -> bool| -> Vec<String> {
+            let set: BTreeSet<&str> = batch
+                .iter()
+                .filter(|m| m.org_id == org && hit(m))
+                .map(|m| m.to.as_str())
+                .collect();
+            set.into_iter().map(str::to_owned).collect()
+        };
+        let org_ids: BTreeSet<OrgId> = batch.iter().map(|m| m.org_id).collect();
+        let channel_ids: BTreeSet<ChannelId> = batch.iter().filter_map(|m| m.channel_id).collect();
+        let unnamed: BTreeSet<OrgId> = batch
+            .iter()
+            .filter(|m| m.channel_id.is_none())
+            .map(|m| m.org_id)
+            .collect();
+        // Numbers that may need a welcome (whether the organisation sends welcomes is read
+        // at the same time, so the kind alone decides here).
+        let may_need_welcome = |m: &OutboundMessage| {
+            let kind = kind_of(m);
+            kind.is_automated() && !matches!(kind, MessageKind::KeywordReply | MessageKind::Welcome)
+        };
+        let welcome_orgs: BTreeSet<OrgId> = batch
+            .iter()
+            .filter(|m| may_need_welcome(m))
+            .map(|m| m.org_id)
+            .collect();
+        let appointments: BTreeSet<(OrgId, AppointmentId)> = batch
+            .iter()
+            .filter_map(|m| m.appointment_id.map(|a| (m.org_id, a)))
+            .collect();
+        let patients: BTreeSet<(OrgId, PatientId)> = batch
+            .iter()
+            .filter_map(|m| m.patient_id.map(|p| (m.org_id, p)))
+            .collect();
+        let since = now - SignedDuration::from_hours(24 * 8);
+        let until = now + SignedDuration::from_secs(1);
 
-        // The attempt is on disk before the provider hears of it: after a crash the
-        // reconciler finds it in `sending` and asks before sending again.
-        let mut attempt = StateChange::new(
-            m.id,
-            &m.state,
-            MessageState::Sending.as_str(),
-            self.clock.now(),
+        let (orgs, channels, firsts, consent, sent, welcomes, appointments, patients) = tokio::join!(
+            read_each(org_ids.iter().copied(), |id| self.store.organization(id)),
+            // 1. Channels: those named, and each organisation's first for messages naming none.
+            read_each(channel_ids, |id| self.store.channel(id)),
+            read_each(unnamed, |org| self.store.channels(org)),
+            // 2, 5. Consent and recent sends, for all the batch's numbers of each organisation.
+            read_each(org_ids.iter().copied(), |org| {
+                let numbers = numbers_of(org, &|_| true);
+                async move { self.store.consent_of_numbers(org, &numbers).await }
+            }),
+            read_each(org_ids.iter().copied(), |org| {
+                let numbers = numbers_of(org, &|_| true);
+                async move {
+                    self.store
+                        .sent_to_numbers(org, &numbers, since, until)
+                        .await
+                }
+            }),
+            read_each(welcome_orgs, |org| {
+                let keys: Vec<String> = numbers_of(org, &may_need_welcome)
+                    .iter()
+                    .map(|n| welcome_key(n))
+                    .collect();
+                async move { self.store.dedupe_keys_taken(org, &keys).await }
+            }),
+            // 3, 4. Appointments, and the patients whose time zone decides quiet hours.
+            read_each(appointments, |(org, id)| self.store.appointment(org, id)),
+            read_each(patients, |(org, id)| self.store.patient(org, id)),
         );
-        attempt.count_attempt = true;
-        attempt.reason = Some(String::new());
-        attempt.channel_id = Some(channel.id);
-        if !self.store.change_state(&attempt).await? {
-            return Ok(());
+        for (id, read) in orgs {
+            match read {
+                Ok(org) => {
+                    f.zones.insert(id, org.time_zone.time_zone());
+                    f.orgs.insert(id, Arc::new(org));
+                }
+                Err(e) => unreadable(&mut f, "the organisation", &e, ids(&|m| m.org_id == id)),
+            }
+        }
+        for (id, read) in channels {
+            match read {
+                Ok(c) => {
+                    f.channels.insert(id, Arc::new(c));
+                }
+                Err(e) => unreadable(
+                    &mut f,
+                    "the channel",
+                    &e,
+                    ids(&|m| m.channel_id == Some(id)),
+                ),
+            }
+        }
+        for (org, read) in firsts {
+            match read {
+                Ok(list) => {
+                    f.first_channel
+                        .insert(org, list.into_iter().next().map(Arc::new));
+                }
+                Err(e) => unreadable(
+                    &mut f,
+                    "the channels",
+                    &e,
+                    ids(&|m| m.org_id == org && m.channel_id.is_none()),
+                ),
+            }
+        }
+        for (org, read) in consent {
+            match read {
+                Ok(rows) => {
+                    for (phone, scope, status) in rows {
+                        f.consent
+                            .entry((org, phone))
+                            .or_default()
+                            .push((scope, status));
+                    }
+                }
+                Err(e) => unreadable(&mut f, "consent", &e, ids(&|m| m.org_id == org)),
+            }
+        }
+        for (org, read) in sent {
+            match read {
+                Ok(rows) => {
+                    for (phone, at, kind) in rows {
+                        let kind = MessageKind::from_str(&kind).unwrap_or(MessageKind::Reminder);
+                        f.sent.entry((org, phone)).or_default().push((at, kind));
+                    }
+                }
+                Err(e) => unreadable(&mut f, "recent messages", &e, ids(&|m| m.org_id == org)),
+            }
+        }
+        for (org, read) in welcomes {
+            match read {
+                Ok(keys) => {
+                    for key in keys {
+                        if let Some(n) = key.strip_prefix("welcome:") {
+                            f.welcomed.insert((org, n.to_owned()));
+                        }
+                    }
+                }
+                Err(e) => unreadable(
+                    &mut f,
+                    "welcome messages",
+                    &e,
+                    ids(&|m| m.org_id == org && may_need_welcome(m)),
+                ),
+            }
+        }
+        for ((org, id), read) in appointments {
+            match read {
+                Ok(a) => {
+                    f.appointments.insert(id, Some(a.status));
+                }
+                Err(StoreError::NotFound) => {
+                    f.appointments.insert(id, None);
+                }
+                Err(e) => unreadable(
+                    &mut f,
+                    "the appointment",
+                    &e,
+                    ids(&|m| m.org_id == org && m.appointment_id == Some(id)),
+                ),
+            }
+        }
+        let mut locations = BTreeSet::new();
+        for ((org, id), read) in patients {
+            match read {
+                Ok(p) => {
+                    if let Some(l) = p.usual_location_id {
+                        locations.insert((org, l));
+                    }
+                    f.patients.insert(id, Some(p));
+                }
+                Err(StoreError::NotFound) => {
+                    f.patients.insert(id, None);
+                }
+                Err(e) => unreadable(
+                    &mut f,
+                    "the patient",
+                    &e,
+                    ids(&|m| m.org_id == org && m.patient_id == Some(id)),
+                ),
+            }
+        }
+
+        // 6. What each capped sender has sent today, by its organisation's calendar.
+        let capped: HashMap<ChannelId, Timestamp> = f
+            .channels
+            .values()
+            .chain(f.first_channel.values().flatten())
+            .filter(|c| c.settings.daily_cap > 0)
+            .filter_map(|c| {
+                let zone = f.zones.get(&c.org_id)?.clone();
+                let midnight = now
+                    .to_zoned(zone.clone())
+                    .date()
+                    .to_zoned(zone)
+                    .map(|z| z.timestamp())
+                    .unwrap_or(now);
+                Some((c.id, midnight))
+            })
+            .collect();
+        let (locations, capped) = tokio::join!(
+            read_each(locations, |(org, id)| self.store.location(org, id)),
+            read_each(capped, |(id, midnight)| self
+                .store
+                .sent_by_channel(id, midnight)),
+        );
+        for ((org, id), read) in locations {
+            match read {
+                Ok(l) => {
+                    f.locations.insert(id, Some(l));
+                }
+                Err(StoreError::NotFound) => {
+                    f.locations.insert(id, None);
+                }
+                Err(e) => {
+                    let of_patients: HashSet<PatientId> = f
+                        .patients
+                        .iter()
+                        .filter(|(_, p)| {
+                            p.as_ref().is_some_and(|p| p.usual_location_id == Some(id))
+                        })
+                        .map(|(pid, _)| *pid)
+                        .collect();
+                    unreadable(
+                        &mut f,
+                        "the location",
+                        &e,
+                        ids(&|m| {
+                            m.org_id == org
+                                && m.patient_id.is_some_and(|p| of_patients.contains(&p))
+                        }),
+                    )
+                }
+            }
+        }
+        for ((id, _), read) in capped {
+            match read {
+                Ok(n) => {
+                    f.channel_today.insert(id, n);
+                }
+                Err(e) => {
+                    let hit = ids(&|m| f.channel_of(m).is_some_and(|c| c.id == id));
+                    unreadable(&mut f, "the sender's count for today", &e, hit)
+                }
+            }
+        }
+        f
+    }
+
+    /// Writes the one-time welcome of each number in the batch whose first automated
+    /// message this is (after the channel and consent checks the message itself passes).
+    async fn write_welcomes(&self, batch: &[OutboundMessage], f: &mut Facts) {
+        let mut done: HashSet<(OrgId, String)> = HashSet::new();
+        for m in batch {
+            let key = number(m);
+            if f.unreadable.contains(&m.id) || f.welcomed.contains(&key) || done.contains(&key) {
+                continue;
+            }
+            let Some(org) = f.orgs.get(&m.org_id).cloned() else {
+                continue;
+            };
+            if !needs_welcome(&org, kind_of(m)) {
+                continue;
+            }
+            let channel = match self.channel_and_consent(&org, m, kind_of(m), f) {
+                Ok(c) => c,
+                Err(_) => continue,
+            };
+            done.insert(key.clone());
+            match self.enqueue_welcome(&org, m, &channel).await {
+                Ok(store::Enqueued::Inserted(_)) => {
+                    f.welcomed_now.insert(key);
+                }
+                Ok(store::Enqueued::Duplicate(_)) => {
+                    f.welcomed.insert(key);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "dispatch could not write a welcome message; will retry after the lease");
+                    let hit: Vec<MessageId> = batch
+                        .iter()
+                        .filter(|o| number(o) == key)
+                        .map(|o| o.id)
+                        .collect();
+                    f.unreadable.extend(hit);
+                }
+            }
+        }
+    }
+
+    /// Checks 1 and 2: a channel to send through, and consent in every scope that covers
+    /// the message.
+    fn channel_and_consent(
+        &self,
+        org: &Organization,
+        m: &OutboundMessage,
+        kind: MessageKind,
+        f: &Facts,
+    ) -> Result<Arc<Channel>, Verdict> {
+        // 1. A channel to send it through.
+        let channel = match (m.channel_id, f.channel_of(m)) {
+            (_, Some(c)) => c.clone(),
+            (None, None) => {
+                return Err(Verdict::Fail(
+                    "no SMS channel is configured for this organisation".into(),
+                ));
+            }
+            (Some(_), None) => return Err(Verdict::Skip),
+        };
+        // 2. Consent, in every scope that covers this message: after an opt-out only its
+        // one confirmation goes to that number.
+        if kind != MessageKind::KeywordReply
+            && let Some(states) = f.consent.get(&(org.id, m.to.clone()))
+        {
+            let channel_scope = format!("channel:{}", channel.id);
+            let programme_scope = format!("programme:{}", m.programme);
+            for (scope, status) in states {
+                let applies =
+                    scope == "organization" || *scope == channel_scope || *scope == programme_scope;
+                if applies && status == "opted_out" {
+                    return Err(Verdict::Suppress(format!("the number opted out ({scope})")));
+                }
+            }
+        }
+        Ok(channel)
+    }
+
+    /// What sending through `channel` takes, worked out once per step.
+    fn channel_use(
+        &self,
+        channel: &Channel,
+        cache: &mut HashMap<ChannelId, Option<ChannelUse>>,
+    ) -> Option<ChannelUse> {
+        cache
+            .entry(channel.id)
+            .or_insert_with(|| {
+                let used = self.provider(channel).and_then(|provider| {
+                    Ok(ChannelUse {
+                        provider,
+                        from: Engine::sender(channel)?,
+                        status_callback: self.status_callback(channel),
+                    })
+                });
+                used.inspect_err(|e| {
+                    tracing::warn!(channel = %channel.id, error = %e, "dispatch cannot use the channel; its messages wait for the lease");
+                })
+                .ok()
+            })
+            .clone()
+    }
+
+    /// The last-moment checks of one message, in claim order, on the step's facts; a
+    /// message let go is added to the facts, so the next ones count it.
+    fn decide(&self, m: &OutboundMessage, f: &mut Facts, now: Timestamp) -> Verdict {
+        if f.unreadable.contains(&m.id) {
+            return Verdict::Skip;
+        }
+        let Some(org) = f.orgs.get(&m.org_id).cloned() else {
+            return Verdict::Skip;
+        };
+        let kind = kind_of(m);
+        let channel = match self.channel_and_consent(&org, m, kind, f) {
+            Ok(c) => c,
+            Err(v) => return v,
+        };
+        let key = number(m);
+        let empty = Vec::new();
+        let sent = f.sent.get(&key).unwrap_or(&empty);
+        // The loop guard: automatic replies to one number are limited per hour, so two
+        // auto-responders cannot talk forever.
+        if kind == MessageKind::KeywordReply {
+            let hour_ago = now - SignedDuration::from_hours(1);
+            let replies = sent
+                .iter()
+                .filter(|(t, k)| *t >= hour_ago && *k == MessageKind::KeywordReply)
+                .count();
+            if replies >= org.messaging.auto_replies_per_hour as usize {
+                return Verdict::Suppress(format!(
+                    "loop guard: already {replies} automatic replies to this number in the last hour"
+                ));
+            }
+        }
+        // A number's first automated message waits for the one-time welcome.
+        if needs_welcome(&org, kind) && f.welcomed_now.contains(&key) {
+            return Verdict::Defer(
+                now + SignedDuration::from_secs(10),
+                "after the welcome message".into(),
+            );
+        }
+        // 3. The appointment it is about.
+        if let Some(appointment) = m.appointment_id {
+            match f.appointments.get(&appointment) {
+                Some(Some(status))
+                    if matches!(
+                        status,
+                        AppointmentStatus::Cancelled
+                            | AppointmentStatus::EnteredInError
+                            | AppointmentStatus::Noshow
+                    ) && matches!(
+                        kind,
+                        MessageKind::Reminder
+                            | MessageKind::Confirmation
+                            | MessageKind::Instructions
+                    ) =>
+                {
+                    return Verdict::Suppress(format!("the appointment is {}", status.as_str()));
+                }
+                Some(Some(_)) => {}
+                Some(None) => {
+                    return Verdict::Suppress("the appointment no longer exists".into());
+                }
+                None => return Verdict::Skip,
+            }
+        }
+        let (zone, location) = recipient_zone(&org, m, f);
+        // 4. Quiet hours, in the patient's own time zone (and, when the organisation asks,
+        // the opening hours of the patient's usual location). Urgent messages skip them (and
+        // say so on the message, for the audit trail).
+        if let Some(window) = org.messaging.send_windows.for_kind(kind)
+            && !m.urgent
+        {
+            let hours = match (location, org.messaging.use_location_hours) {
+                (Some(l), true) => Some(send_window::LocationHours::from(l)),
+                _ => None,
+            };
+            let next = send_window::next_allowed(now, &zone, &window, hours.as_ref());
+            if next > now {
+                let local = next.to_zoned(zone.clone());
+                return Verdict::Defer(
+                    next,
+                    format!(
+                        "outside the send window; moved to {}",
+                        local.strftime("%Y-%m-%d %H:%M %Z")
+                    ),
+                );
+            }
+        }
+        // 5. Frequency caps, in the patient's local calendar.
+        if kind.is_capped()
+            && let Err(cap) = frequency::check(&org.messaging.frequency, kind, now, &zone, sent)
+        {
+            return Verdict::Suppress(cap.reason);
+        }
+        // 6. The sender's daily cap, by the organisation's calendar day.
+        let cap = channel.settings.daily_cap;
+        if cap > 0 {
+            let Some(today) = f.channel_today.get(&channel.id).copied() else {
+                return Verdict::Skip;
+            };
+            if today >= u64::from(cap) {
+                let org_zone = org.time_zone.time_zone();
+                let tomorrow = now
+                    .to_zoned(org_zone.clone())
+                    .date()
+                    .tomorrow()
+                    .ok()
+                    .and_then(|d| d.to_zoned(org_zone).ok())
+                    .map(|z| z.timestamp());
+                return Verdict::Defer(
+                    tomorrow.unwrap_or(now + SignedDuration::from_hours(24)),
+                    format!(
+                        "the sender's daily cap of {cap} messages is reached; moved to tomorrow"
+                    ),
+                );
+            }
+        }
+        // What sending takes. A channel whose set-up is broken (a missing secret) leaves
+        // the message for later, once an administrator has fixed it.
+        let Some(used) = self.channel_use(&channel, &mut f.senders) else {
+            return Verdict::Skip;
+        };
+        let Ok(to) = E164::parse(&m.to, &org.phone_region) else {
+            return Verdict::Fail("the stored number is not a valid phone number".into());
+        };
+        f.sent.entry(key).or_default().push((now, kind));
+        if cap > 0 {
+            *f.channel_today.entry(channel.id).or_default() += 1;
         }
         let sms = OutboundSms {
-            to: E164::parse(&m.to, &org.phone_region)
-                .map_err(|e| EngineError::Config(format!("stored number unreadable: {e}")))?,
-            from,
+            to,
+            from: used.from,
             body: m.body.clone(),
-            status_callback: Some(self.status_callback(&channel)),
+            status_callback: Some(used.status_callback),
             media_urls: vec![],
         };
-        let result = provider.send(&sms).await;
-        let now = self.clock.now();
-        match result {
-            Ok(accepted) => {
-                let mut c = StateChange::new(
-                    m.id,
-                    MessageState::Sending.as_str(),
-                    MessageState::Sent.as_str(),
-                    now,
-                );
-                c.provider_message_id = Some(accepted.provider_message_id.clone());
-                self.store.change_state(&c).await?;
-                self.apply_early_statuses(&accepted.provider_message_id)
-                    .await?;
-                self.store
-                    .touch_conversation(org.id, &m.to, now, false, None)
-                    .await?;
-                report.sent += 1;
-            }
-            Err(SendError::Retryable {
-                reason,
-                code,
-                retry_after,
-            }) => {
-                let attempts = m.attempts + 1;
-                if attempts >= self.config.dispatch.max_attempts {
-                    let mut c = StateChange::new(
-                        m.id,
-                        MessageState::Sending.as_str(),
-                        MessageState::Failed.as_str(),
-                        now,
-                    );
-                    c.reason = Some(format!("gave up after {attempts} attempts: {reason}"));
-                    c.error_code = code;
-                    self.store.change_state(&c).await?;
-                    report.failed += 1;
-                } else {
-                    let wait = retry_after
-                        .map(sd)
-                        .unwrap_or_else(|| self.backoff(attempts));
-                    let mut c = StateChange::new(
-                        m.id,
-                        MessageState::Sending.as_str(),
-                        MessageState::Queued.as_str(),
-                        now,
-                    );
-                    c.not_before = Some(now + wait);
-                    c.reason = Some(format!("attempt {attempts} failed ({reason}); retrying"));
-                    c.error_code = code;
-                    self.store.change_state(&c).await?;
-                    report.retried += 1;
-                }
-            }
-            Err(SendError::Permanent {
-                refusal,
-                code,
-                reason,
-            }) => {
-                let mut c = StateChange::new(
-                    m.id,
-                    MessageState::Sending.as_str(),
-                    MessageState::Failed.as_str(),
-                    now,
-                );
-                c.reason = Some(reason);
-                c.error_code = code;
-                self.store.change_state(&c).await?;
-                self.after_refusal(&org, &channel, &m, refusal, code)
-                    .await?;
-                report.failed += 1;
-            }
-            Err(SendError::Unknown { reason }) => {
-                // Left in `sending`: only the reconciler, having asked the provider, moves it.
-                tracing::info!(message = %m.id, %reason, "outcome unknown; the reconciler will ask the provider");
-                report.unknown += 1;
-            }
-        }
-        Ok(())
+        Verdict::Go(Box::new(Outgoing {
+            m: m.clone(),
+            org,
+            channel,
+            provider: used.provider,
+            sms,
+        }))
     }
 
-    async fn finish(
+    /// The second half of a step: paces and records the attempts of paced messages, hands
+    /// every attempted message to its provider (`concurrency` calls at once), and records
+    /// the answers as they come, many per transaction. `all_attempted` is told once no more
+    /// attempts will be written, so the next step's checks see all of this one's.
+    async fn send_prepared(
         &self,
-        m: &OutboundMessage,
-        to: MessageState,
-        reason: String,
-        now: Timestamp,
-    ) -> Result<(), EngineError> {
-        let mut c = StateChange::new(m.id, &m.state, to.as_str(), now);
-        c.reason = Some(reason);
-        self.store.change_state(&c).await?;
-        Ok(())
+        prepared: Prepared,
+        all_attempted: Option<oneshot::Sender<()>>,
+    ) -> StepReport {
+        let Prepared {
+            mut report,
+            attempted,
+            lanes,
+        } = prepared;
+        let concurrency = self.config.dispatch.concurrency.max(1);
+        let (send_tx, mut send_rx) = mpsc::unbounded_channel::<Outgoing>();
+        let (done_tx, mut done_rx) =
+            mpsc::unbounded_channel::<(Outgoing, Result<ProviderMessage, SendError>)>();
+        for out in attempted {
+            let _ = send_tx.send(out);
+        }
+        let attempting = async move {
+            if !lanes.is_empty() {
+                self.attempt_paced(lanes, &send_tx).await;
+            }
+            drop(send_tx);
+            if let Some(tell) = all_attempted {
+                let _ = tell.send(());
+            }
+        };
+        let sending = async move {
+            futures::stream::poll_fn(|cx| send_rx.poll_recv(cx))
+                .for_each_concurrent(concurrency, |out| {
+                    let done_tx = done_tx.clone();
+                    async move {
+                        let result = out.provider.send(&out.sms).await;
+                        let _ = done_tx.send((out, result));
+                    }
+                })
+                .await;
+        };
+        let recording = async {
+            while let Some(first) = done_rx.recv().await {
+                let mut answers = vec![first];
+                while let Ok(more) = done_rx.try_recv() {
+                    answers.push(more);
+                }
+                self.record(answers, &mut report).await;
+            }
+        };
+        tokio::join!(attempting, sending, recording);
+        report
+    }
+
+    /// Each paced sender's lane takes its messages in turn as its pace allows; the
+    /// attempts of those ready together are written together, then they go to `send`.
+    async fn attempt_paced(
+        &self,
+        lanes: Vec<Vec<Outgoing>>,
+        send: &mpsc::UnboundedSender<Outgoing>,
+    ) {
+        let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<Outgoing>();
+        let pacing = async move {
+            futures::future::join_all(lanes.into_iter().map(|lane| {
+                let ready_tx = ready_tx.clone();
+                async move {
+                    for out in lane {
+                        self.pace(&out.channel, out.m.segments).await;
+                        if ready_tx.send(out).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }))
+            .await;
+        };
+        let attempting = async {
+            while let Some(first) = ready_rx.recv().await {
+                let mut ready = vec![first];
+                while let Ok(more) = ready_rx.try_recv() {
+                    ready.push(more);
+                }
+                let at = self.clock.now();
+                let changes: Vec<StateChange> = ready.iter().map(|o| o.attempt(at)).collect();
+                match self.store.change_states(&changes).await {
+                    Ok(applied) => {
+                        for (out, ok) in ready.into_iter().zip(applied) {
+                            if ok {
+                                let _ = send.send(out);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, messages = ready.len(), "could not record attempts; will retry after the lease");
+                    }
+                }
+            }
+        };
+        tokio::join!(pacing, attempting);
+    }
+
+    /// Records a group of provider answers in one transaction, then what follows from
+    /// them: receipts that came before the answer, and what a refusal teaches.
+    async fn record(
+        &self,
+        answers: Vec<(Outgoing, Result<ProviderMessage, SendError>)>,
+        report: &mut StepReport,
+    ) {
+        let now = self.clock.now();
+        let mut changes = Vec::with_capacity(answers.len());
+        let mut recorded_ids = Vec::new();
+        let mut refusals = Vec::new();
+        for (out, result) in &answers {
+            let m = &out.m;
+            let sending = MessageState::Sending.as_str();
+            match result {
+                Ok(accepted) => {
+                    let mut c = StateChange::new(m.id, sending, MessageState::Sent.as_str(), now);
+                    c.provider_message_id = Some(accepted.provider_message_id.clone());
+                    c.touch_conversation = true;
+                    changes.push(c);
+                    recorded_ids.push((changes.len() - 1, accepted.provider_message_id.clone()));
+                    report.sent += 1;
+                }
+                Err(SendError::Retryable {
+                    reason,
+                    code,
+                    retry_after,
+                }) => {
+                    let attempts = m.attempts + 1;
+                    if attempts >= self.config.dispatch.max_attempts {
+                        let mut c =
+                            StateChange::new(m.id, sending, MessageState::Failed.as_str(), now);
+                        c.reason = Some(format!("gave up after {attempts} attempts: {reason}"));
+                        c.error_code = *code;
+                        changes.push(c);
+                        report.failed += 1;
+                    } else {
+                        let wait = retry_after
+                            .map(sd)
+                            .unwrap_or_else(|| self.backoff(attempts));
+                        let mut c =
+                            StateChange::new(m.id, sending, MessageState::Queued.as_str(), now);
+                        c.not_before = Some(now + wait);
+                        c.reason = Some(format!("attempt {attempts} failed ({reason}); retrying"));
+                        c.error_code = *code;
+                        changes.push(c);
+                        report.retried += 1;
+                    }
+                }
+                Err(SendError::Permanent {
+                    refusal,
+                    code,
+                    reason,
+                }) => {
+                    let mut c = StateChange::new(m.id, sending, MessageState::Failed.as_str(), now);
+                    c.reason = Some(reason.clone());
+                    c.error_code = *code;
+                    changes.push(c);
+                    refusals.push((out, *refusal, *code));
+                    report.failed += 1;
+                }
+                Err(SendError::Unknown { reason }) => {
+                    // Left in `sending`: only the reconciler, having asked the provider, moves it.
+                    tracing::info!(message = %m.id, %reason, "outcome unknown; the reconciler will ask the provider");
+                    report.unknown += 1;
+                }
+            }
+        }
+        let applied = match self.store.change_states(&changes).await {
+            Ok(applied) => applied,
+            Err(e) => {
+                // The messages stay in `sending`: the reconciler asks the provider and
+                // records what it has.
+                tracing::warn!(error = %e, messages = changes.len(), "could not record the provider's answers; the reconciler will settle them");
+                return;
+            }
+        };
+        let recorded: Vec<String> = recorded_ids
+            .into_iter()
+            .filter(|(i, _)| applied.get(*i).copied().unwrap_or(false))
+            .map(|(_, sid)| sid)
+            .collect();
+        if !recorded.is_empty() {
+            match self.store.take_early_statuses_of(&recorded).await {
+                Ok(kept) => {
+                    for (sid, status, code) in kept {
+                        if let Err(e) = self.advance_by_provider_id(&sid, &status, code).await {
+                            tracing::warn!(error = %e, "could not apply an early delivery receipt");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not read early delivery receipts"),
+            }
+        }
+        for (out, refusal, code) in refusals {
+            if let Err(e) = self
+                .after_refusal(&out.org, &out.channel, &out.m, refusal, code)
+                .await
+            {
+                tracing::warn!(message = %out.m.id, error = %e, "could not record what a refusal teaches");
+            }
+        }
     }
 
     async fn enqueue_welcome(
@@ -381,212 +1138,6 @@ impl Engine {
                 Some(d) => tokio::time::sleep(d).await,
             }
         }
-    }
-
-    async fn last_moment_checks(
-        &self,
-        org: &Organization,
-        m: &OutboundMessage,
-    ) -> Result<Verdict, EngineError> {
-        let kind = MessageKind::from_str(&m.kind).unwrap_or(MessageKind::Reminder);
-        // 1. A channel to send it through.
-        let channel = match m.channel_id {
-            Some(id) => self.store.channel(id).await?,
-            None => match self.store.channels(org.id).await?.into_iter().next() {
-                Some(c) => c,
-                None => {
-                    return Ok(Verdict::Fail(
-                        "no SMS channel is configured for this organisation".into(),
-                    ));
-                }
-            },
-        };
-        // 2. Consent, in every scope that covers this message: after an opt-out only its
-        // one confirmation goes to that number.
-        if let Some(reason) = self.consent_blocks(org.id, m, channel.id, kind).await? {
-            return Ok(Verdict::Suppress(reason));
-        }
-        let now = self.clock.now();
-        // The loop guard: automatic replies to one number are limited per hour, so two
-        // auto-responders cannot talk forever.
-        if kind == MessageKind::KeywordReply {
-            let hour_ago = now - SignedDuration::from_hours(1);
-            let recent = self
-                .store
-                .sent_to_number(org.id, &m.to, hour_ago, now + SignedDuration::from_secs(1))
-                .await?;
-            let replies = recent
-                .iter()
-                .filter(|(_, k)| MessageKind::from_str(k) == Ok(MessageKind::KeywordReply))
-                .count();
-            if replies >= org.messaging.auto_replies_per_hour as usize {
-                return Ok(Verdict::Suppress(format!(
-                    "loop guard: already {replies} automatic replies to this number in the last hour"
-                )));
-            }
-        }
-        // A number's first automated message is preceded by the one-time welcome.
-        if org.messaging.welcome
-            && kind.is_automated()
-            && !matches!(kind, MessageKind::KeywordReply | MessageKind::Welcome)
-            && let store::Enqueued::Inserted(_) = self.enqueue_welcome(org, m, &channel).await?
-        {
-            return Ok(Verdict::Defer(
-                now + SignedDuration::from_secs(10),
-                "after the welcome message".into(),
-            ));
-        }
-        if let Some(appointment) = m.appointment_id {
-            match self.store.appointment(org.id, appointment).await {
-                Ok(a)
-                    if matches!(
-                        a.status,
-                        AppointmentStatus::Cancelled
-                            | AppointmentStatus::EnteredInError
-                            | AppointmentStatus::Noshow
-                    ) && matches!(
-                        kind,
-                        MessageKind::Reminder
-                            | MessageKind::Confirmation
-                            | MessageKind::Instructions
-                    ) =>
-                {
-                    return Ok(Verdict::Suppress(format!(
-                        "the appointment is {}",
-                        a.status.as_str()
-                    )));
-                }
-                Ok(_) => {}
-                Err(StoreError::NotFound) => {
-                    return Ok(Verdict::Suppress("the appointment no longer exists".into()));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let (zone, location) = self.recipient_zone(org, m).await?;
-        let now = self.clock.now();
-        // 4. Quiet hours, in the patient's own time zone (and, when the organisation asks,
-        // the opening hours of the patient's usual location). Urgent messages skip them (and
-        // say so on the message, for the audit trail).
-        if let Some(window) = org.messaging.send_windows.for_kind(kind)
-            && !m.urgent
-        {
-            let hours = match (&location, org.messaging.use_location_hours) {
-                (Some(l), true) => Some(send_window::LocationHours::from(l)),
-                _ => None,
-            };
-            let next = send_window::next_allowed(now, &zone, &window, hours.as_ref());
-            if next > now {
-                let local = next.to_zoned(zone.clone());
-                return Ok(Verdict::Defer(
-                    next,
-                    format!(
-                        "outside the send window; moved to {}",
-                        local.strftime("%Y-%m-%d %H:%M %Z")
-                    ),
-                ));
-            }
-        }
-        // 5. Frequency caps, in the patient's local calendar.
-        let since = now - SignedDuration::from_hours(24 * 8);
-        let sent: Vec<(Timestamp, MessageKind)> = self
-            .store
-            .sent_to_number(org.id, &m.to, since, now + SignedDuration::from_secs(1))
-            .await?
-            .into_iter()
-            .map(|(t, k)| {
-                (
-                    t,
-                    MessageKind::from_str(&k).unwrap_or(MessageKind::Reminder),
-                )
-            })
-            .collect();
-        if kind.is_capped()
-            && let Err(cap) = frequency::check(&org.messaging.frequency, kind, now, &zone, &sent)
-        {
-            return Ok(Verdict::Suppress(cap.reason));
-        }
-        // 6. The sender's daily cap, by the organisation's calendar day.
-        if channel.settings.daily_cap > 0 {
-            let org_zone = org.time_zone.time_zone();
-            let today = now.to_zoned(org_zone.clone()).date();
-            let midnight = today
-                .to_zoned(org_zone.clone())
-                .map(|z| z.timestamp())
-                .unwrap_or(now);
-            if self.store.sent_by_channel(channel.id, midnight).await?
-                >= u64::from(channel.settings.daily_cap)
-            {
-                let tomorrow = today
-                    .tomorrow()
-                    .ok()
-                    .and_then(|d| d.to_zoned(org_zone).ok())
-                    .map(|z| z.timestamp());
-                return Ok(Verdict::Defer(
-                    tomorrow.unwrap_or(now + SignedDuration::from_hours(24)),
-                    format!(
-                        "the sender's daily cap of {} messages is reached; moved to tomorrow",
-                        channel.settings.daily_cap
-                    ),
-                ));
-            }
-        }
-        Ok(Verdict::Go(Box::new(channel)))
-    }
-
-    async fn consent_blocks(
-        &self,
-        org: OrgId,
-        m: &OutboundMessage,
-        channel: domain::ids::ChannelId,
-        kind: MessageKind,
-    ) -> Result<Option<String>, EngineError> {
-        if kind == MessageKind::KeywordReply {
-            return Ok(None);
-        }
-        let states = self.store.consent_state(org, &m.to).await?;
-        let channel_scope = Some(format!("channel:{channel}"));
-        let programme_scope = format!("programme:{}", m.programme);
-        for (scope, status) in states {
-            let applies = scope == "organization"
-                || Some(&scope) == channel_scope.as_ref()
-                || scope == programme_scope;
-            if applies && status == "opted_out" {
-                return Ok(Some(format!("the number opted out ({scope})")));
-            }
-        }
-        Ok(None)
-    }
-
-    /// The recipient's time zone (the patient's, else their usual location's, else the
-    /// organisation's), and the patient's usual location when there is one.
-    async fn recipient_zone(
-        &self,
-        org: &Organization,
-        m: &OutboundMessage,
-    ) -> Result<(jiff::tz::TimeZone, Option<domain::Location>), EngineError> {
-        let Some(pid) = m.patient_id else {
-            return Ok((org.time_zone.time_zone(), None));
-        };
-        let patient = match self.store.patient(org.id, pid).await {
-            Ok(p) => p,
-            Err(StoreError::NotFound) => return Ok((org.time_zone.time_zone(), None)),
-            Err(e) => return Err(e.into()),
-        };
-        let location = match patient.usual_location_id {
-            Some(l) => match self.store.location(org.id, l).await {
-                Ok(l) => Some(l),
-                Err(StoreError::NotFound) => None,
-                Err(e) => return Err(e.into()),
-            },
-            None => None,
-        };
-        let zone = patient
-            .time_zone
-            .map(|z| z.time_zone())
-            .or_else(|| location.as_ref().map(|l| l.time_zone.time_zone()))
-            .unwrap_or_else(|| org.time_zone.time_zone());
-        Ok((zone, location))
     }
 
     /// What a permanent refusal teaches us about the number.
@@ -812,25 +1363,45 @@ impl Engine {
         Ok(false)
     }
 
-    /// Runs steps until `stop` turns true, sleeping when there is nothing to do.
-    pub async fn run_dispatcher(
-        self: std::sync::Arc<Self>,
-        mut stop: tokio::sync::watch::Receiver<bool>,
-    ) {
+    /// Runs steps until `stop` turns true, sleeping when there is nothing to do. Steps
+    /// overlap: once a step's attempts are all written, the next batch is claimed and
+    /// checked while the provider calls of the previous one are still out.
+    pub async fn run_dispatcher(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut last_reconcile = Instant::now();
+        let mut in_flight = tokio::task::JoinSet::new();
         loop {
             if *stop.borrow() {
-                return;
+                break;
             }
-            let report = self.dispatch_step().await;
+            while in_flight.len() >= STEPS_IN_FLIGHT {
+                in_flight.join_next().await;
+            }
+            let claimed = match self.prepare_step().await {
+                Ok(prepared) => {
+                    let claimed = prepared.report.claimed;
+                    if claimed > 0 {
+                        let (attempted_tx, attempted_rx) = oneshot::channel();
+                        let engine = self.clone();
+                        in_flight.spawn(async move {
+                            engine.send_prepared(prepared, Some(attempted_tx)).await
+                        });
+                        // The next batch's checks must see this one's attempts (caps count them).
+                        let _ = attempted_rx.await;
+                    }
+                    claimed
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "dispatcher step failed; will try again");
+                    0
+                }
+            };
             if last_reconcile.elapsed() > Duration::from_secs(5) {
                 if let Err(e) = self.reconcile_step().await {
                     tracing::warn!(error = %e, "reconciler step failed");
                 }
                 last_reconcile = Instant::now();
             }
-            let busy = matches!(report, Ok(r) if r.claimed > 0);
-            if !busy {
+            if claimed == 0 {
                 tokio::select! {
                     _ = self.outbox_ready.notified() => {}
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -838,5 +1409,35 @@ impl Engine {
                 }
             }
         }
+        while in_flight.join_next().await.is_some() {}
     }
+}
+
+/// The recipient's time zone (the patient's, else their usual location's, else the
+/// organisation's), and the patient's usual location when there is one.
+fn recipient_zone<'f>(
+    org: &Organization,
+    m: &OutboundMessage,
+    f: &'f Facts,
+) -> (jiff::tz::TimeZone, Option<&'f Location>) {
+    let org_zone = || {
+        f.zones
+            .get(&org.id)
+            .cloned()
+            .unwrap_or_else(|| org.time_zone.time_zone())
+    };
+    let Some(Some(patient)) = m.patient_id.and_then(|p| f.patients.get(&p)) else {
+        return (org_zone(), None);
+    };
+    let location = patient
+        .usual_location_id
+        .and_then(|l| f.locations.get(&l))
+        .and_then(Option::as_ref);
+    let zone = patient
+        .time_zone
+        .as_ref()
+        .map(|z| z.time_zone())
+        .or_else(|| location.map(|l| l.time_zone.time_zone()))
+        .unwrap_or_else(org_zone);
+    (zone, location)
 }

@@ -468,3 +468,201 @@ async fn a_delivery_receipt_that_arrives_before_the_send_is_recorded_is_not_lost
         "applied once, then gone"
     );
 }
+
+/// The checks of one step count the messages the same step lets go: four broadcasts to
+/// one number claimed together still meet the daily safety cap of three, and a sender's
+/// daily cap holds within a batch.
+#[tokio::test]
+async fn a_batch_counts_its_own_messages_against_the_caps() {
+    let clock = Arc::new(FixedClock::new(at("2026-11-25T15:00:00Z")));
+    let w = world(clock.clone(), Faults::default(), |_| {}).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let m = message(
+            &w.org,
+            "+12015550123",
+            "broadcast",
+            &format!("b{i}"),
+            clock.now() - SignedDuration::from_secs(10 - i),
+        );
+        w.store.enqueue(&m).await.unwrap();
+        ids.push(m.id);
+    }
+    let report = w.engine.dispatch_step().await.unwrap();
+    assert_eq!((report.claimed, report.sent, report.suppressed), (4, 3, 1));
+    assert_eq!(w.sim.count_to("+12015550123"), 3);
+    let fourth = state(&w, ids[3]).await;
+    assert_eq!(fourth.state, "suppressed", "the last claimed is held");
+
+    let mut channel = w.store.channels(w.org.id).await.unwrap().remove(0);
+    channel.settings.daily_cap = 5;
+    w.store.update_channel(&channel).await.unwrap();
+    let mut staff = Vec::new();
+    for i in 0..4 {
+        let m = message(
+            &w.org,
+            &format!("+1201200{i:04}"),
+            "staff_message",
+            &format!("s{i}"),
+            clock.now(),
+        );
+        w.store.enqueue(&m).await.unwrap();
+        staff.push(m.id);
+    }
+    let report = w.engine.dispatch_step().await.unwrap();
+    assert_eq!(
+        (report.sent, report.deferred),
+        (2, 2),
+        "3 sent today already, cap 5"
+    );
+    let held = state(&w, staff[3]).await;
+    assert!(
+        held.reason.as_deref().unwrap().contains("daily cap"),
+        "{:?}",
+        held.reason
+    );
+}
+
+#[tokio::test]
+async fn two_messages_to_a_new_number_in_one_batch_wait_for_one_welcome() {
+    let clock = Arc::new(FixedClock::new(at("2026-11-25T15:00:00Z")));
+    let mut w = world(clock.clone(), Faults::default(), |_| {}).await;
+    w.org.messaging.welcome = true;
+    w.store
+        .update_messaging_settings(w.org.id, &w.org.messaging)
+        .await
+        .unwrap();
+    let first = message(&w.org, "+12015550123", "reminder", "r1", clock.now());
+    let second = message(&w.org, "+12015550123", "survey", "v1", clock.now());
+    w.store.enqueue(&first).await.unwrap();
+    w.store.enqueue(&second).await.unwrap();
+    let report = w.engine.dispatch_step().await.unwrap();
+    assert_eq!((report.deferred, report.sent), (2, 0));
+    for id in [first.id, second.id] {
+        assert_eq!(
+            state(&w, id).await.reason.as_deref(),
+            Some("after the welcome message")
+        );
+    }
+    w.engine.dispatch_step().await.unwrap();
+    clock.set(at("2026-11-25T15:00:11Z"));
+    w.engine.dispatch_step().await.unwrap();
+    let log = w.sim.log();
+    assert_eq!(log.len(), 3, "{log:?}");
+    assert!(
+        log[0].body.contains("Reply STOP to opt out"),
+        "{}",
+        log[0].body
+    );
+    assert_eq!(
+        log.iter().filter(|m| m.body.contains("Reply STOP")).count(),
+        1,
+        "one welcome"
+    );
+}
+
+#[tokio::test]
+async fn a_paced_sender_is_held_to_its_rate() {
+    let w = world(Arc::new(SystemClock), Faults::default(), |c| {
+        c.dispatch.pacing = true;
+    })
+    .await;
+    let mut channel = w.store.channels(w.org.id).await.unwrap().remove(0);
+    channel.settings.segments_per_second = 20.0;
+    w.store.update_channel(&channel).await.unwrap();
+    let now = Timestamp::now();
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let m = message(
+            &w.org,
+            &format!("+1201200{i:04}"),
+            "staff_message",
+            &format!("p{i}"),
+            now,
+        );
+        w.store.enqueue(&m).await.unwrap();
+        ids.push(m.id);
+    }
+    let started = std::time::Instant::now();
+    let report = w.engine.dispatch_step().await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(report.sent, 30);
+    // A burst of one second's worth (20), then 10 more at 20 a second.
+    assert!(
+        elapsed >= Duration::from_millis(450),
+        "too fast for 20 segments a second: {elapsed:?}"
+    );
+    for id in ids {
+        let m = state(&w, id).await;
+        assert_eq!((m.state.as_str(), m.attempts), ("sent", 1));
+    }
+}
+
+/// The loop `rapport serve` runs, with its overlapped steps, through the same faults as
+/// above: every message still arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overlapped_dispatcher_loop_sends_every_message_once_through_faults() {
+    let faults = Faults {
+        error_rate_429: 0.05,
+        error_rate_500: 0.05,
+        timeout_rate: 0.05,
+        lost_response_rate: 0.05,
+        ..Faults::default()
+    };
+    let w = world(Arc::new(SystemClock), faults, |c| {
+        c.provider_timeout = Duration::from_millis(500);
+        c.dispatch.backoff_base = Duration::from_millis(20);
+        c.dispatch.backoff_max = Duration::from_millis(200);
+        c.dispatch.reconcile_after = Duration::from_secs(1);
+        c.dispatch.max_attempts = 50;
+        c.dispatch.batch = 25;
+        c.dispatch.per_org = 25;
+        c.dispatch.concurrency = 8;
+    })
+    .await;
+    let n = 300;
+    let now = Timestamp::now();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let to = format!("+1201200{i:04}");
+        let m = message(&w.org, &to, "staff_message", &format!("m{i}"), now);
+        w.store.enqueue(&m).await.unwrap();
+        ids.push(m.id);
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let dispatcher = tokio::spawn(w.engine.clone().run_dispatcher(stop_rx));
+    let started = std::time::Instant::now();
+    loop {
+        let mut open = 0;
+        for id in &ids {
+            if !matches!(state(&w, *id).await.state.as_str(), "sent" | "delivered") {
+                open += 1;
+            }
+        }
+        if open == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{open} messages still not sent"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop_tx.send(true).unwrap();
+    dispatcher.await.unwrap();
+    let log = w.sim.log();
+    let mut bodies: Vec<&str> = log.iter().map(|m| m.body.as_str()).collect();
+    bodies.sort_unstable();
+    let total = bodies.len();
+    bodies.dedup();
+    assert_eq!(bodies.len(), n, "every message reached the provider");
+    assert_eq!(total, n, "and none twice");
+    for id in &ids {
+        let m = state(&w, *id).await;
+        let sim = w
+            .sim
+            .message(m.provider_message_id.as_deref().unwrap())
+            .expect("the provider id is the simulator's");
+        assert_eq!(sim.body, m.body);
+    }
+}
