@@ -882,6 +882,36 @@ async fn search_communications(
         );
         next = got.next;
     }
+    // The patient's replies (inbound texts from their numbers), on the first page.
+    if let (Some(pid), None) = (patient, q.cursor.as_deref()) {
+        let p = s.store.patient(caller.org.id, pid).await;
+        if let Ok(p) = p {
+            for phone in p.phones.iter().filter_map(|ph| ph.e164.as_ref()) {
+                let got = s
+                    .store
+                    .inbound_from(
+                        caller.org.id,
+                        phone.as_str(),
+                        &PageRequest::first(q.count.clamp(1, 100)),
+                    )
+                    .await?;
+                entries.extend(got.items.iter().map(|m| {
+                    fhir::communication_to_fhir(&fhir::CommunicationView {
+                        id: m.id.to_string(),
+                        patient_id: Some(pid.to_string()),
+                        inbound: true,
+                        body: m.body.clone(),
+                        status: fhir::CommunicationStatus::Completed,
+                        status_reason: None,
+                        sent: None,
+                        received: Some(m.received_at),
+                        medium: "sms",
+                        in_response_to: None,
+                    })
+                }));
+            }
+        }
+    }
     // Communications other systems posted.
     if next.is_none() && q.cursor.is_none() {
         let docs = s

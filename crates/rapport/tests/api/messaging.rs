@@ -215,6 +215,24 @@ async fn stop_opts_out_and_later_messages_are_suppressed_with_the_reason(app: &T
     assert_eq!(events["items"][0]["changes"]["outcome"], "opt_out");
     assert_eq!(events["items"][1]["changes"]["status"], "opted_out");
     assert_eq!(events["items"][1]["source"], "sms");
+    // The reply is a Communication of the patient's in FHIR.
+    let bundle: Value = app
+        .client
+        .get(format!(
+            "{}/fhir/R4/Communication?patient={}",
+            app.base,
+            p["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let text = bundle.to_string();
+    assert!(text.contains("Stop please!"), "{bundle}");
+    assert!(text.contains("\"received\""), "{bundle}");
     let m = send(app, &p, "Reminder: your visit is tomorrow at 9:00.").await;
     let done = eventually(
         app,
