@@ -398,6 +398,31 @@ impl Hl7Store for PostgresStore {
         tx.commit().await.map_err(db)
     }
 
+    async fn finish_hl7_messages(
+        &self,
+        done: &[(Hl7MessageId, Hl7State, serde_json::Value)],
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write().await?;
+        for (id, state, result) in done {
+            let r = sqlx::query(
+                "UPDATE hl7_messages SET state = $1, result = $2, processed_at = $3 WHERE id = $4",
+            )
+            .bind(state.as_str())
+            .bind(to_doc(result))
+            .bind(pg_instant(at))
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            touched(r)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
     async fn retry_hl7_message(&self, org: OrgId, id: Hl7MessageId) -> StoreResult<()> {
         let mut tx = self.write().await?;
         let done = sqlx::query(

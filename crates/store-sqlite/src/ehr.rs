@@ -397,6 +397,31 @@ impl Hl7Store for SqliteStore {
         tx.commit().await.map_err(db)
     }
 
+    async fn finish_hl7_messages(
+        &self,
+        done: &[(Hl7MessageId, Hl7State, serde_json::Value)],
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write().await?;
+        for (id, state, result) in done {
+            let r = sqlx::query(
+                "UPDATE hl7_messages SET state = ?, result = ?, processed_at = ? WHERE id = ?",
+            )
+            .bind(state.as_str())
+            .bind(to_doc(result))
+            .bind(micros(at))
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            touched(r)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
     async fn retry_hl7_message(&self, org: OrgId, id: Hl7MessageId) -> StoreResult<()> {
         let mut tx = self.write().await?;
         let done = sqlx::query(

@@ -129,6 +129,12 @@ pub trait Hl7Store: Send + Sync {
         result: &serde_json::Value,
         at: Timestamp,
     ) -> StoreResult<()>;
+    /// Records what processing made of several messages, in one transaction.
+    async fn finish_hl7_messages(
+        &self,
+        done: &[(Hl7MessageId, Hl7State, serde_json::Value)],
+        at: Timestamp,
+    ) -> StoreResult<()>;
     /// Puts a failed message back in the queue.
     async fn retry_hl7_message(&self, org: OrgId, id: Hl7MessageId) -> StoreResult<()>;
     async fn hl7_message(&self, org: OrgId, id: Hl7MessageId) -> StoreResult<Hl7Message>;

@@ -287,6 +287,9 @@ impl Engine {
                 0
             });
             if routed > 0 || sent > 0 {
+                if futures::FutureExt::now_or_never(stop.as_mut()).is_some() {
+                    return;
+                }
                 continue;
             }
             tokio::select! {

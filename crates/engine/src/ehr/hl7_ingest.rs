@@ -30,6 +30,7 @@ pub struct Hl7Receiver {
     interfaces: RwLock<Option<(Instant, u64, Arc<Routing>)>>,
     writer: mpsc::Sender<Pending>,
     counter: AtomicU64,
+    warned_no_interface: std::sync::atomic::AtomicBool,
 }
 
 /// Who a message belongs to.
@@ -54,6 +55,7 @@ impl Hl7Receiver {
             interfaces: RwLock::new(None),
             writer: tx,
             counter: AtomicU64::new(0),
+            warned_no_interface: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -235,9 +237,9 @@ impl Hl7Receiver {
                 stored: false,
             };
         };
-        if interface.is_none() {
+        if interface.is_none() && !self.warned_no_interface.swap(true, Ordering::Relaxed) {
             tracing::warn!(
-                "HL7 message taken for the only organisation: no interface is configured"
+                "HL7 messages are taken for the only organisation: no interface is configured (warned once)"
             );
         }
         let settings = interface.map(|i| i.settings.clone()).unwrap_or_default();
@@ -429,6 +431,7 @@ impl Engine {
         let mut interfaces: std::collections::HashMap<domain::InterfaceId, InterfaceSettings> =
             Default::default();
         let n = pending.len();
+        let mut finished = Vec::with_capacity(n);
         for row in pending {
             let org = match orgs.get(&row.org_id) {
                 Some(o) => o.clone(),
@@ -486,10 +489,13 @@ impl Engine {
             if state == Hl7State::Failed {
                 tracing::warn!(message_id = %row.id, "HL7 message could not be applied; see its processing result");
             }
-            self.store
-                .finish_hl7_message(row.id, state, &result, self.clock.now())
-                .await?;
+            // Results are recorded together at the end of the page (one commit). A crash
+            // before that applies these messages again, which changes nothing twice.
+            finished.push((row.id, state, result));
         }
+        self.store
+            .finish_hl7_messages(&finished, self.clock.now())
+            .await?;
         if n > 0 {
             self.events_ready.notify_one();
         }
@@ -541,6 +547,10 @@ impl Engine {
                 }
             };
             if more {
+                // A backlog must not hold up shutdown.
+                if futures::FutureExt::now_or_never(stop.as_mut()).is_some() {
+                    return;
+                }
                 continue;
             }
             tokio::select! {
