@@ -355,6 +355,37 @@ pub async fn pending_hl7_messages_queue_in_arrival_order<S: AppStore + ?Sized>(s
             .await,
         Err(StoreError::NotFound)
     ));
+    // A page of results in one commit; an unknown id refuses the whole page.
+    let unknown = (Hl7MessageId::new(), Hl7State::Applied, result.clone());
+    assert!(matches!(
+        store
+            .finish_hl7_messages(
+                &[(b.id, Hl7State::Applied, result.clone()), unknown],
+                done_at
+            )
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        store.hl7_message(o.id, b.id).await.unwrap().state,
+        Hl7State::Pending,
+        "nothing of a refused page is kept"
+    );
+    store
+        .finish_hl7_messages(
+            &[
+                (b.id, Hl7State::Applied, result.clone()),
+                (c.id, Hl7State::Failed, serde_json::json!({"error": "y"})),
+            ],
+            done_at,
+        )
+        .await
+        .unwrap();
+    assert!(store.pending_hl7_messages(10).await.unwrap().is_empty());
+    assert_eq!(
+        store.hl7_message(other.id, c.id).await.unwrap().state,
+        Hl7State::Failed
+    );
 }
 
 pub async fn hl7_search_filters_and_pages_newest_first<S: AppStore + ?Sized>(store: &S) {
