@@ -377,11 +377,21 @@ fn route<'r>(
 async fn group_commit(engine: Arc<Engine>, mut rx: mpsc::Receiver<Pending>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
-        while batch.len() < GROUP_COMMIT_MAX {
-            match rx.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+        let mut drain = |batch: &mut Vec<Pending>| {
+            while batch.len() < GROUP_COMMIT_MAX {
+                match rx.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
             }
+        };
+        drain(&mut batch);
+        if batch.len() > 1 {
+            // Several senders are active: let the ones that just got their reply hand
+            // in their next message, so they share this commit's fsync. A lone sender
+            // (one connection) is never kept waiting.
+            tokio::task::yield_now().await;
+            drain(&mut batch);
         }
         let rows: Vec<Hl7Message> = batch.iter().map(|(m, _)| m.clone()).collect();
         match engine.store.record_hl7_messages(&rows).await {
