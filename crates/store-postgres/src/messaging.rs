@@ -532,8 +532,18 @@ impl OutboxStore for PostgresStore {
         since: Timestamp,
         until: Timestamp,
     ) -> StoreResult<Vec<(String, Timestamp, String)>> {
+        // One index look-up per number. Written as `to_number = ANY($2)`, a table without
+        // statistics yet (a fresh or bulk-loaded one) was planned as a scan of all the
+        // organisation's recent sends (15-35 ms for 100 numbers against 20,000 sends, instead
+        // of 0.4 ms); OFFSET 0 keeps the planner from flattening the lateral join back into that.
         let rows = sqlx::query(
-            "SELECT to_number, attempted_at, kind FROM outbound_messages WHERE org_id = $1 AND to_number = ANY($2) AND attempted_at >= $3 AND attempted_at < $4 AND state IN ('sending', 'sent', 'delivered', 'undelivered')",
+            "SELECT n.number AS to_number, o.attempted_at, o.kind \
+             FROM (SELECT DISTINCT number FROM UNNEST($2::text[]) AS u(number)) AS n \
+             CROSS JOIN LATERAL ( \
+               SELECT attempted_at, kind FROM outbound_messages \
+               WHERE org_id = $1 AND to_number = n.number AND attempted_at >= $3 AND attempted_at < $4 \
+                 AND state IN ('sending', 'sent', 'delivered', 'undelivered') \
+               OFFSET 0) AS o",
         )
         .bind(org.0)
         .bind(numbers)
