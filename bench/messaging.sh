@@ -2,8 +2,10 @@
 # Messaging benchmarks, release build, loopback only:
 #
 # 1. dispatch: MESSAGES queued staff messages (to distinct numbers, written before the clock
-#    starts) dispatched by the engine's dispatch_step() over HTTP to the in-process Twilio
-#    simulator with pacing off, for each CONCURRENCYxBATCH setting; baseline in the same run:
+#    starts) dispatched by the engine's run_dispatcher() (the loop `rapport serve` runs;
+#    DISPATCH_ARGS='--driver steps' calls dispatch_step() in a loop instead) over HTTP to the
+#    in-process Twilio simulator with pacing off, for each CONCURRENCYxBATCH setting; on
+#    PostgreSQL it also counts committed transactions per message; baseline in the same run:
 #    the same CreateMessage POSTs straight to a fresh simulator with reqwest at the same
 #    concurrency, no database. Goal: >= 3,000 msgs/s. On SQLite, one more run with
 #    synchronous=NORMAL shows what the per-commit fsyncs cost (a diagnostic, not as shipped).
@@ -35,7 +37,7 @@ read -r -a pacing_extra <<<"${PACING_ARGS:-}"
 if [ "$#" -gt 0 ]; then backends=("$@"); else backends=(sqlite postgres); fi
 
 echo "== building rapport-bench-messaging (release)"
-cargo build --release -q -p rapport-bench-messaging --bins
+cargo build --release -q -p rapport-bench-messaging --bin dispatch --bin pacing
 
 run() { cargo run --release -q -p rapport-bench-messaging --bin "$@"; }
 

@@ -5,14 +5,17 @@
 //! `--backend postgres`): an organisation, a Twilio channel on an in-process simulator whose
 //! status callbacks come an hour later (so none arrive during the run), and N queued
 //! `staff_message`s to N distinct numbers, all written before the clock starts. Then the
-//! engine's own `dispatch_step()` is called in a loop until the simulator has accepted N
-//! messages and all N rows are `sent`.
+//! engine dispatches until the simulator has accepted N messages and all N rows are `sent`:
+//! by default with `run_dispatcher()`, the loop `rapport serve` runs (steps overlapped: the
+//! next batch is claimed and checked while the previous one's provider calls are out); with
+//! `--driver steps`, by calling `dispatch_step()` in a loop, one whole step at a time.
 //!
 //! The baseline, in the same run: the same N CreateMessage requests POSTed straight to a
 //! fresh simulator with reqwest at the same concurrency, no database.
 //!
-//! After each run a probe times, one at a time, the store calls the dispatcher makes for
-//! every message, to show where the time goes.
+//! After each run a probe times, one at a time, the store calls the dispatcher makes, per
+//! message and per batch, to show where the time goes; on PostgreSQL the run also counts
+//! the database's committed transactions per message.
 
 use anyhow::{Context, bail};
 use bench::cpu;
@@ -37,6 +40,14 @@ const GOAL_PER_SECOND: f64 = 3000.0;
 const FROM: &str = "+12015550100";
 /// Where status callbacks would go (the discard port): the simulator holds them for an hour.
 const NOWHERE: &str = "http://127.0.0.1:9";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Driver {
+    /// `run_dispatcher()`, as `rapport serve` runs it.
+    Loop,
+    /// `dispatch_step()` called in a loop.
+    Steps,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Setting {
@@ -74,6 +85,9 @@ impl std::fmt::Display for Setting {
 struct Args {
     #[arg(long, value_enum, default_value = "sqlite")]
     backend: Backend,
+    /// What drives the engine.
+    #[arg(long, value_enum, default_value = "loop")]
+    driver: Driver,
     /// Messages per run, all queued before the clock starts.
     #[arg(long, default_value_t = 20_000)]
     messages: usize,
@@ -208,9 +222,10 @@ struct EngineRun {
     distinct_provider_ids: i64,
     accepted: u64,
     states: Vec<(String, i64)>,
-    steps: usize,
-    mean_step: Duration,
-    mean_claimed: f64,
+    /// Steps and their mean time, with `--driver steps`.
+    steps: Option<(usize, Duration, f64)>,
+    /// Transactions the database committed per message (PostgreSQL's own count).
+    transactions_per_message: Option<f64>,
     probe: Vec<ProbeLine>,
 }
 
@@ -218,6 +233,20 @@ impl EngineRun {
     fn rate(&self) -> f64 {
         self.sent_rows as f64 / self.elapsed.as_secs_f64()
     }
+}
+
+/// The transactions the PostgreSQL database has committed so far (none on SQLite).
+async fn commits(backend: Backend, counter: &bench::db::Counter) -> anyhow::Result<Option<i64>> {
+    if backend != Backend::Postgres {
+        return Ok(None);
+    }
+    // The statistics are flushed at most once a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    Ok(Some(
+        counter
+            .count("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+            .await?,
+    ))
 }
 
 fn probe_line(call: &'static str, samples: &mut [Duration]) -> ProbeLine {
@@ -301,32 +330,61 @@ async fn engine_run(
     }
 
     let max = Duration::from_secs(args.max_seconds);
-    let mut steps = 0usize;
-    let mut step_time = Duration::ZERO;
-    let mut claimed = 0usize;
+    let commits_before = commits(args.backend, &counter).await?;
+    let all_sent = || async {
+        if sim.accepted_total() < n as u64 {
+            return Ok::<_, anyhow::Error>(false);
+        }
+        let sent = counter
+            .count("SELECT COUNT(*) FROM outbound_messages WHERE state = 'sent'")
+            .await?;
+        Ok(sent as usize >= n)
+    };
     let mut complete = false;
+    let mut steps = None;
     let cpu_start = cpu::Snapshot::for_backend(args.backend);
     let started = Instant::now();
-    loop {
-        let t = Instant::now();
-        let report = engine.dispatch_step().await?;
-        step_time += t.elapsed();
-        steps += 1;
-        claimed += report.claimed;
-        if sim.accepted_total() >= n as u64 {
-            let sent = counter
-                .count("SELECT COUNT(*) FROM outbound_messages WHERE state = 'sent'")
-                .await?;
-            if sent as usize >= n {
-                complete = true;
-                break;
+    match args.driver {
+        Driver::Steps => {
+            let (mut count, mut step_time, mut claimed) = (0usize, Duration::ZERO, 0usize);
+            loop {
+                let t = Instant::now();
+                let report = engine.dispatch_step().await?;
+                step_time += t.elapsed();
+                count += 1;
+                claimed += report.claimed;
+                if all_sent().await? {
+                    complete = true;
+                    break;
+                }
+                if started.elapsed() >= max {
+                    break;
+                }
+                if report.claimed == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
             }
+            steps = Some((
+                count,
+                step_time / count.max(1) as u32,
+                claimed as f64 / count.max(1) as f64,
+            ));
         }
-        if started.elapsed() >= max {
-            break;
-        }
-        if report.claimed == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        Driver::Loop => {
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let dispatcher = tokio::spawn(engine.clone().run_dispatcher(stop_rx));
+            loop {
+                if all_sent().await? {
+                    complete = true;
+                    break;
+                }
+                if started.elapsed() >= max {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let _ = stop_tx.send(true);
+            dispatcher.await?;
         }
     }
     let elapsed = started.elapsed();
@@ -344,6 +402,12 @@ async fn engine_run(
         .groups("SELECT state, COUNT(*) FROM outbound_messages GROUP BY state ORDER BY state")
         .await?;
 
+    let transactions_per_message = match (commits_before, commits(args.backend, &counter).await?) {
+        (Some(before), Some(after)) if sent_rows > 0 => {
+            Some((after - before) as f64 / sent_rows as f64)
+        }
+        _ => None,
+    };
     let probe = if args.no_probe {
         Vec::new()
     } else {
@@ -370,15 +434,15 @@ async fn engine_run(
         accepted,
         states,
         steps,
-        mean_step: step_time / steps.max(1) as u32,
-        mean_claimed: claimed as f64 / steps.max(1) as f64,
+        transactions_per_message,
         probe,
     })
 }
 
-/// The store calls the dispatcher makes for each message, timed one at a time on the
-/// run's own database (its rows in place): the reads of the last-moment checks, and the
-/// two single-row commits (`sending`, then `sent`).
+/// The store calls the dispatcher makes, timed one at a time on the run's own database (its
+/// rows in place): the single-message calls it made before batching (the reads of the
+/// last-moment checks, single-row commits), then the batch calls a step makes now, per
+/// batch of 100 messages.
 async fn probe(
     store: &Arc<dyn store::AppStore>,
     org: &domain::Organization,
@@ -392,6 +456,7 @@ async fn probe(
     let mut cap_reads = Vec::with_capacity(k);
     let mut enqueues = Vec::with_capacity(k);
     let mut commits = Vec::with_capacity(k);
+    let mut probe_ids = Vec::with_capacity(k);
     for i in 0..k {
         let to = world::recipient(i);
         let t = Instant::now();
@@ -431,6 +496,48 @@ async fn probe(
         let t = Instant::now();
         store.change_state(&change).await?;
         commits.push(t.elapsed());
+        probe_ids.push((m.id, to));
+    }
+    // The batch calls, on batches of 100 of the probe's messages, five rounds.
+    let mut batch_consent = Vec::new();
+    let mut batch_sent = Vec::new();
+    let mut batch_attempts = Vec::new();
+    let mut batch_results = Vec::new();
+    for chunk in probe_ids.chunks(100).cycle().take(5 * k.div_ceil(100)) {
+        let numbers: Vec<String> = chunk.iter().map(|(_, to)| to.clone()).collect();
+        let t = Instant::now();
+        store.consent_of_numbers(org.id, &numbers).await?;
+        batch_consent.push(t.elapsed());
+        let t = Instant::now();
+        store
+            .sent_to_numbers(
+                org.id,
+                &numbers,
+                now - SignedDuration::from_hours(24 * 8),
+                now + SignedDuration::from_secs(1),
+            )
+            .await?;
+        batch_sent.push(t.elapsed());
+        // They are `sending` already (above): back to `queued`, then `sending` again.
+        let back: Vec<StateChange> = chunk
+            .iter()
+            .map(|(id, _)| StateChange::new(*id, "sending", "queued", Timestamp::now()))
+            .collect();
+        let t = Instant::now();
+        store.change_states(&back).await?;
+        batch_results.push(t.elapsed());
+        let attempts: Vec<StateChange> = chunk
+            .iter()
+            .map(|(id, _)| {
+                let mut c = StateChange::new(*id, "queued", "sending", Timestamp::now());
+                c.count_attempt = true;
+                c.channel_id = Some(channel.id);
+                c
+            })
+            .collect();
+        let t = Instant::now();
+        store.change_states(&attempts).await?;
+        batch_attempts.push(t.elapsed());
     }
     Ok(vec![
         probe_line("organization (read)", &mut org_reads),
@@ -439,6 +546,13 @@ async fn probe(
         probe_line("sent_to_number (read, caps)", &mut cap_reads),
         probe_line("enqueue (1-row write + commit)", &mut enqueues),
         probe_line("change_state (1-row write + commit)", &mut commits),
+        probe_line("consent_of_numbers (100 numbers)", &mut batch_consent),
+        probe_line("sent_to_numbers (100 numbers)", &mut batch_sent),
+        probe_line("change_states (100 rows, 1 commit)", &mut batch_attempts),
+        probe_line(
+            "change_states (100 rows back, 1 commit)",
+            &mut batch_results,
+        ),
     ])
 }
 
@@ -546,7 +660,7 @@ fn print_run(run: &EngineRun, raw: &RawRun, n: usize) {
         )
     };
     println!(
-        "   engine {:>9} [{}]: {} msgs/s in {:.2} s ({finished}); {:.1}% of raw; CPU {} ms per message ({}); {} steps, mean {:.1} ms per step of {:.0} messages; simulator accepted {}, distinct provider ids {}; states {:?}",
+        "   engine {:>9} [{}]: {} msgs/s in {:.2} s ({finished}); {:.1}% of raw; CPU {} ms per message ({}); {}{}simulator accepted {}, distinct provider ids {}; states {:?}",
         run.setting.to_string(),
         run.durability,
         rate(run.rate()),
@@ -554,9 +668,17 @@ fn print_run(run: &EngineRun, raw: &RawRun, n: usize) {
         100.0 * run.rate() / raw.rate(),
         run.cpu.ms_per_cell(run.sent_rows as usize),
         run.cpu.describe(),
-        run.steps,
-        run.mean_step.as_secs_f64() * 1000.0,
-        run.mean_claimed,
+        match run.steps {
+            Some((count, mean, claimed)) => format!(
+                "{count} steps, mean {:.1} ms per step of {claimed:.0} messages; ",
+                mean.as_secs_f64() * 1000.0
+            ),
+            None => "run_dispatcher; ".to_owned(),
+        },
+        match run.transactions_per_message {
+            Some(t) => format!("{t:.3} database transactions per message; "),
+            None => String::new(),
+        },
         grouped(run.accepted),
         grouped(run.distinct_provider_ids as u64),
         run.states,
@@ -582,8 +704,10 @@ fn run_json(run: &EngineRun, raw: &RawRun) -> Value {
         "ratio": round3(run.rate() / raw.rate()),
         "cpu": run.cpu.json(run.sent_rows as usize),
         "raw_cpu": raw.cpu.json(raw.accepted as usize),
-        "steps": run.steps,
-        "mean_step_ms": round3(run.mean_step.as_secs_f64() * 1000.0),
+        "driver": if run.steps.is_some() { "steps" } else { "loop" },
+        "steps": run.steps.map(|(count, _, _)| count),
+        "mean_step_ms": run.steps.map(|(_, mean, _)| round3(mean.as_secs_f64() * 1000.0)),
+        "transactions_per_message": run.transactions_per_message.map(round3),
         "accepted": run.accepted,
         "distinct_provider_ids": run.distinct_provider_ids,
         "probe_ms": run.probe.iter().map(|p| json!({"call": p.call, "mean": round3(p.mean_ms), "p50": round3(p.p50_ms)})).collect::<Vec<_>>(),
@@ -599,15 +723,19 @@ fn markdown(
 ) -> String {
     let mut md = format!(
         "## Dispatch, pacing off ({})\n\n\
-         {} `staff_message`s to distinct numbers, queued before the clock starts; the engine's \
-         `dispatch_step()` in a loop until the simulator has accepted all and every row is \
-         `sent` (time limit {} s per run). Baseline: the same CreateMessage POSTs straight to a \
-         fresh simulator with reqwest at the same concurrency, no database.\n\n\
+         {} `staff_message`s to distinct numbers, queued before the clock starts; {} until the \
+         simulator has accepted all and every row is `sent` (time limit {} s per run). Baseline: \
+         the same CreateMessage POSTs straight to a fresh simulator with reqwest at the same \
+         concurrency, no database.\n\n\
          Run {} (git {}). Machine: {}.\n\n\
-         | concurrency × batch | durability | engine msgs/s | raw simulator msgs/s | engine / raw | finished | steps (mean ms) | CPU ms/msg engine / raw | others' CPU share |\n\
-         |---|---|---:|---:|---:|---|---|---:|---:|\n",
+         | concurrency × batch | durability | engine msgs/s | raw simulator msgs/s | engine / raw | finished | steps (mean ms) | transactions/msg | CPU ms/msg engine / raw | others' CPU share |\n\
+         |---|---|---:|---:|---:|---|---|---:|---:|---:|\n",
         args.backend.name(),
         grouped(args.messages as u64),
+        match args.driver {
+            Driver::Loop => "the engine's `run_dispatcher()` (as `rapport serve` runs it)",
+            Driver::Steps => "the engine's `dispatch_step()` in a loop",
+        },
         args.max_seconds,
         report::now(),
         report::git_revision(),
@@ -615,7 +743,7 @@ fn markdown(
     );
     for (run, raw) in rows {
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {:.1}% | {} | {} ({:.1}) | {} / {:.3} | {:.0}% |\n",
+            "| {} | {} | {} | {} | {:.1}% | {} | {} | {} | {} / {:.3} | {:.0}% |\n",
             run.setting,
             run.durability,
             rate(run.rate()),
@@ -630,8 +758,14 @@ fn markdown(
                     grouped(args.messages as u64)
                 )
             },
-            run.steps,
-            run.mean_step.as_secs_f64() * 1000.0,
+            match run.steps {
+                Some((count, mean, _)) => format!("{count} ({:.1})", mean.as_secs_f64() * 1000.0),
+                None => "—".to_owned(),
+            },
+            match run.transactions_per_message {
+                Some(t) => format!("{t:.3}"),
+                None => "—".to_owned(),
+            },
             run.cpu.ms_per_cell(run.sent_rows as usize),
             raw.cpu.ms_per(raw.accepted as usize),
             run.cpu.others_share() * 100.0
@@ -650,8 +784,9 @@ fn markdown(
     ));
     if let Some((run, _)) = rows.iter().find(|(r, _)| !r.probe.is_empty()) {
         md.push_str(&format!(
-            "\nWhere the time goes: the store calls the dispatcher makes per message, timed one \
-             at a time after the {} run on its database ({}):\n\n\
+            "\nWhere the time goes: the store calls the dispatcher made per message before \
+             batching, and the batch calls a step makes now, timed one at a time after the {} run \
+             on its database ({}):\n\n\
              | call | mean ms | p50 ms |\n|---|---:|---:|\n",
             run.setting, run.durability
         ));
