@@ -195,6 +195,97 @@ async fn apply_change(conn: &mut sqlx::SqliteConnection, c: &StateChange) -> Sto
     Ok(true)
 }
 
+/// Many compare-and-set changes to distinct rows in one statement: the changes go in as
+/// one JSON array (ids in hex, as the ids are stored as 16-byte blobs), a field left `None`
+/// keeping its value as `apply_change` leaves it out; then one upsert of the conversations
+/// to touch. Row by row, each change cost a statement of its own (~70 µs of the writer's
+/// time, most of a batch's commit).
+async fn apply_changes(
+    conn: &mut sqlx::SqliteConnection,
+    cs: &[StateChange],
+) -> StoreResult<Vec<bool>> {
+    let hex = |id: Uuid| id.simple().to_string();
+    let doc: Vec<serde_json::Value> = cs
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "id": hex(c.id.0),
+                "from": c.from,
+                "to": c.to,
+                "at": micros(c.at),
+                "pid": c.provider_message_id,
+                "channel": c.channel_id.map(|ch| hex(ch.0)),
+                "reason": c.reason,
+                "code": c.error_code,
+                "not_before": c.not_before.map(micros),
+                "attempt": c.count_attempt,
+            })
+        })
+        .collect();
+    let rows = sqlx::query(
+        "UPDATE outbound_messages AS o SET \
+           state = c.to_state, updated_at = c.at, lease_owner = NULL, lease_until = NULL, \
+           provider_message_id = COALESCE(c.pid, o.provider_message_id), \
+           channel_id = COALESCE(unhex(c.channel), o.channel_id), \
+           reason = COALESCE(c.reason, o.reason), \
+           error_code = COALESCE(c.code, o.error_code), \
+           not_before = COALESCE(c.not_before, o.not_before), \
+           attempts = o.attempts + c.attempt, \
+           attempted_at = CASE WHEN c.attempt THEN c.at ELSE o.attempted_at END \
+         FROM (SELECT unhex(value ->> 'id') AS id, value ->> 'from' AS from_state, \
+                      value ->> 'to' AS to_state, value ->> 'at' AS at, value ->> 'pid' AS pid, \
+                      value ->> 'channel' AS channel, value ->> 'reason' AS reason, \
+                      value ->> 'code' AS code, value ->> 'not_before' AS not_before, \
+                      value ->> 'attempt' AS attempt \
+               FROM json_each(?)) AS c \
+         WHERE o.id = c.id AND o.state = c.from_state \
+         RETURNING id, org_id, to_number",
+    )
+    .bind(serde_json::Value::Array(doc).to_string())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    let mut changed = std::collections::HashMap::with_capacity(rows.len());
+    for r in rows {
+        let id: Uuid = r.try_get("id").map_err(db)?;
+        let org: Uuid = r.try_get("org_id").map_err(db)?;
+        let phone: String = r.try_get("to_number").map_err(db)?;
+        changed.insert(id, (org, phone));
+    }
+    let mut latest: std::collections::HashMap<(Uuid, &str), i64> = std::collections::HashMap::new();
+    for c in cs.iter().filter(|c| c.touch_conversation) {
+        if let Some((org, phone)) = changed.get(&c.id.0) {
+            let e = latest.entry((*org, phone.as_str())).or_insert(micros(c.at));
+            *e = (*e).max(micros(c.at));
+        }
+    }
+    if !latest.is_empty() {
+        let doc: Vec<serde_json::Value> = latest
+            .into_iter()
+            .map(|((org, phone), at)| {
+                serde_json::json!({
+                    "id": hex(domain::ids::ConversationId::new().0),
+                    "org": hex(org),
+                    "phone": phone,
+                    "at": at,
+                })
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO conversations (id, org_id, phone, status, attention, last_message_at, created_at) \
+             SELECT unhex(value ->> 'id'), unhex(value ->> 'org'), value ->> 'phone', 'closed', NULL, value ->> 'at', value ->> 'at' \
+             FROM json_each(?) WHERE true \
+             ON CONFLICT (org_id, phone) DO UPDATE SET \
+               last_message_at = MAX(conversations.last_message_at, excluded.last_message_at)",
+        )
+        .bind(serde_json::Value::Array(doc).to_string())
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    }
+    Ok(cs.iter().map(|c| changed.contains_key(&c.id.0)).collect())
+}
+
 #[async_trait]
 impl OutboxStore for SqliteStore {
     async fn save_early_status(
@@ -309,11 +400,18 @@ impl OutboxStore for SqliteStore {
         if changes.is_empty() {
             return Ok(Vec::new());
         }
+        let ids: std::collections::HashSet<Uuid> = changes.iter().map(|c| c.id.0).collect();
         let mut tx = self.write().await?;
-        let mut applied = Vec::with_capacity(changes.len());
-        for c in changes {
-            applied.push(apply_change(&mut tx, c).await?);
-        }
+        let applied = if ids.len() == changes.len() {
+            apply_changes(&mut tx, changes).await?
+        } else {
+            // One row changed twice: the second change must see the first, so one by one.
+            let mut applied = Vec::with_capacity(changes.len());
+            for c in changes {
+                applied.push(apply_change(&mut tx, c).await?);
+            }
+            applied
+        };
         tx.commit().await.map_err(db)?;
         Ok(applied)
     }
