@@ -309,6 +309,19 @@ fn self_url(s: &AppState, type_: &str, query: &Option<String>) -> String {
     }
 }
 
+/// A path id of `type_`; a malformed one is as absent as an unknown one.
+fn parse_id<T: std::str::FromStr>(id: &str, type_: &str) -> Result<T, FhirError> {
+    id.parse().map_err(|_| FhirError(Outcome::not_found(type_)))
+}
+
+/// A record of `type_`, or a `not-found` OperationOutcome naming the type.
+fn found<T>(result: Result<T, StoreError>, type_: &str) -> Result<T, FhirError> {
+    result.map_err(|e| match e {
+        StoreError::NotFound => FhirError(Outcome::not_found(type_)),
+        other => other.into(),
+    })
+}
+
 // ---- Patient ----
 
 async fn read_patient(
@@ -317,17 +330,8 @@ async fn read_patient(
     Path(id): Path<String>,
 ) -> Result<Response, FhirError> {
     let caller = who.require(Action::Read)?;
-    let id: PatientId = id
-        .parse()
-        .map_err(|_| FhirError(Outcome::not_found("Patient")))?;
-    let p = s
-        .store
-        .patient(caller.org.id, id)
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => FhirError(Outcome::not_found("Patient")),
-            other => other.into(),
-        })?;
+    let id: PatientId = parse_id(&id, "Patient")?;
+    let p = found(s.store.patient(caller.org.id, id).await, "Patient")?;
     Ok(read_answer(
         &fhir::patient_to_fhir(&p, p.version),
         p.version,
@@ -500,17 +504,8 @@ async fn read_appointment(
     Path(id): Path<String>,
 ) -> Result<Response, FhirError> {
     let caller = who.require(Action::Read)?;
-    let id: AppointmentId = id
-        .parse()
-        .map_err(|_| FhirError(Outcome::not_found("Appointment")))?;
-    let a = s
-        .store
-        .appointment(caller.org.id, id)
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => FhirError(Outcome::not_found("Appointment")),
-            other => other.into(),
-        })?;
+    let id: AppointmentId = parse_id(&id, "Appointment")?;
+    let a = found(s.store.appointment(caller.org.id, id).await, "Appointment")?;
     Ok(read_answer(
         &fhir::appointment_to_fhir(&a, a.version),
         a.version,
@@ -832,9 +827,7 @@ async fn read_communication(
     Path(id): Path<String>,
 ) -> Result<Response, FhirError> {
     let caller = who.require(Action::Read)?;
-    let uuid: uuid::Uuid = id
-        .parse()
-        .map_err(|_| FhirError(Outcome::not_found("Communication")))?;
+    let uuid: uuid::Uuid = parse_id(&id, "Communication")?;
     match s
         .store
         .outbound(caller.org.id, domain::ids::MessageId(uuid))
@@ -956,9 +949,7 @@ async fn read_qr(
     Path(id): Path<String>,
 ) -> Result<Response, FhirError> {
     let caller = who.require(Action::Read)?;
-    let id: DocumentId = id
-        .parse()
-        .map_err(|_| FhirError(Outcome::not_found("QuestionnaireResponse")))?;
+    let id: DocumentId = parse_id(&id, "QuestionnaireResponse")?;
     read_document(&s, caller, "QuestionnaireResponse", id).await
 }
 
