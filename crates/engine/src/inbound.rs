@@ -67,7 +67,10 @@ impl Engine {
         let n = pending.len();
         for m in pending {
             self.fetch_media(&m).await?;
-            let outcome = self.route(&m).await?;
+            // The organisation and the number's patients, read once for routing and events.
+            let org = self.store.organization(m.org_id).await?;
+            let patients = self.patients_of_number(&org, &m.from).await?;
+            let outcome = self.route(&org, &patients, &m).await?;
             let (needs_team, attention) = match outcome.as_str() {
                 "inbox:possible_opt_out" => {
                     (true, Some("possible opt-out: read it before texting again"))
@@ -82,7 +85,8 @@ impl Engine {
             self.store
                 .touch_conversation(m.org_id, &m.from, m.received_at, needs_team, attention)
                 .await?;
-            self.record_inbound_events(&m, &outcome).await?;
+            self.record_inbound_events(&org, &patients, &m, &outcome)
+                .await?;
             self.store
                 .mark_inbound_processed(m.id, &outcome, self.clock.now())
                 .await?;
@@ -99,24 +103,15 @@ impl Engine {
     /// in the payload), never loses them.
     async fn record_inbound_events(
         &self,
+        org: &Organization,
+        patients: &[domain::Patient],
         m: &InboundMessage,
         outcome: &str,
     ) -> Result<(), EngineError> {
-        let org = self.store.organization(m.org_id).await?;
-        let patient = match E164::parse(&m.from, &org.phone_region) {
-            Ok(number) => {
-                let query = PatientQuery {
-                    phone: Some(number),
-                    ..PatientQuery::default()
-                };
-                let found = self
-                    .store
-                    .search_patients(org.id, &query, &PageRequest::first(2))
-                    .await?;
-                // A household's shared number names no one patient.
-                (found.items.len() == 1).then(|| found.items[0].id)
-            }
-            Err(_) => None,
+        // A household's shared number names no one patient.
+        let patient = match patients {
+            [only] => Some(only.id),
+            _ => None,
         };
         let now = self.clock.now();
         let source = store::EventSource {
@@ -167,10 +162,14 @@ impl Engine {
         Ok(())
     }
 
-    async fn route(&self, m: &InboundMessage) -> Result<String, EngineError> {
-        let org = self.store.organization(m.org_id).await?;
+    async fn route(
+        &self,
+        org: &Organization,
+        patients: &[domain::Patient],
+        m: &InboundMessage,
+    ) -> Result<String, EngineError> {
         let channel = self.store.channel(m.channel_id).await?;
-        let language = self.recipient_language(&org, &m.from).await?;
+        let language = language_of(patients);
         let tables = org.messaging.keyword_tables(language);
         let intent = classify(&m.body, &tables);
         let outcome = match &intent {
@@ -179,9 +178,9 @@ impl Engine {
                 language,
                 also_cancel_request,
             } => {
-                self.change_consent(&org, m, "opted_out", keyword).await?;
+                self.change_consent(org, m, "opted_out", keyword).await?;
                 self.suppress_pending(org.id, &m.from, keyword).await?;
-                self.required_reply(&org, &channel, m, ReplyKind::OptOut, *language)
+                self.required_reply(org, &channel, m, ReplyKind::OptOut, *language)
                     .await?;
                 if *also_cancel_request {
                     "opt_out+cancel_request"
@@ -190,15 +189,15 @@ impl Engine {
                 }
             }
             Intent::OptIn { keyword, language } => {
-                self.change_consent(&org, m, "opted_in", keyword).await?;
-                self.required_reply(&org, &channel, m, ReplyKind::OptIn, *language)
+                self.change_consent(org, m, "opted_in", keyword).await?;
+                self.required_reply(org, &channel, m, ReplyKind::OptIn, *language)
                     .await?;
                 "opt_in"
             }
             Intent::Yes { language } => {
                 if self.is_opted_out(org.id, &m.from).await? {
-                    self.change_consent(&org, m, "opted_in", "YES").await?;
-                    self.required_reply(&org, &channel, m, ReplyKind::OptIn, *language)
+                    self.change_consent(org, m, "opted_in", "YES").await?;
+                    self.required_reply(org, &channel, m, ReplyKind::OptIn, *language)
                         .await?;
                     "opt_in"
                 } else {
@@ -206,7 +205,7 @@ impl Engine {
                 }
             }
             Intent::Help { language } => {
-                self.required_reply(&org, &channel, m, ReplyKind::Help, *language)
+                self.required_reply(org, &channel, m, ReplyKind::Help, *language)
                     .await?;
                 "help"
             }
@@ -225,8 +224,17 @@ impl Engine {
         org: &Organization,
         from: &str,
     ) -> Result<Language, EngineError> {
-        let Ok(number) = E164::parse(from, &org.phone_region) else {
-            return Ok(Language::En);
+        Ok(language_of(&self.patients_of_number(org, from).await?))
+    }
+
+    /// The patients with this number (a household shares one; at most 5 are read).
+    async fn patients_of_number(
+        &self,
+        org: &Organization,
+        number: &str,
+    ) -> Result<Vec<domain::Patient>, EngineError> {
+        let Ok(number) = E164::parse(number, &org.phone_region) else {
+            return Ok(Vec::new());
         };
         let query = PatientQuery {
             phone: Some(number),
@@ -236,10 +244,7 @@ impl Engine {
             .store
             .search_patients(org.id, &query, &PageRequest::first(5))
             .await?;
-        let spanish = found.items.iter().any(|p| {
-            p.preferred_language.as_deref().and_then(Language::from_tag) == Some(Language::Es)
-        });
-        Ok(if spanish { Language::Es } else { Language::En })
+        Ok(found.items)
     }
 
     async fn is_opted_out(&self, org: OrgId, phone: &str) -> Result<bool, EngineError> {
@@ -492,4 +497,12 @@ async fn group_commit(
             }
         }
     }
+}
+
+/// Spanish when any of the number's patients prefers it, else English.
+fn language_of(patients: &[domain::Patient]) -> Language {
+    let spanish = patients.iter().any(|p| {
+        p.preferred_language.as_deref().and_then(Language::from_tag) == Some(Language::Es)
+    });
+    if spanish { Language::Es } else { Language::En }
 }

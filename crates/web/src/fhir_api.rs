@@ -322,6 +322,28 @@ fn found<T>(result: Result<T, StoreError>, type_: &str) -> Result<T, FhirError> 
     })
 }
 
+/// Updates replace records this organisation has; they never create one.
+fn no_create_on_update(type_: &str) -> FhirError {
+    FhirError(Outcome::method_not_allowed("create on update", type_))
+}
+
+/// The record an update replaces, checked against `If-Match` (412 on another version).
+fn replaced<T>(
+    current: Result<T, StoreError>,
+    version: impl Fn(&T) -> i64,
+    headers: &HeaderMap,
+    type_: &str,
+) -> Result<T, FhirError> {
+    let current = current.map_err(|e| match e {
+        StoreError::NotFound => no_create_on_update(type_),
+        other => other.into(),
+    })?;
+    match if_match(headers)? {
+        Some(v) if v != version(&current) => Err(FhirError(Outcome::version_conflict(type_))),
+        _ => Ok(current),
+    }
+}
+
 // ---- Patient ----
 
 async fn read_patient(
@@ -456,24 +478,13 @@ async fn update_patient(
     let caller = who.require(Action::WriteCareRecords)?;
     let resource = body_json(&headers, &body)?;
     fhir::check_id(&resource, Some(&id))?;
-    let pid: PatientId = id
-        .parse()
-        .map_err(|_| FhirError(Outcome::method_not_allowed("create on update", "Patient")))?;
-    let current = match s.store.patient(caller.org.id, pid).await {
-        Ok(p) => p,
-        Err(StoreError::NotFound) => {
-            return Err(FhirError(Outcome::method_not_allowed(
-                "create on update",
-                "Patient",
-            )));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if let Some(v) = if_match(&headers)?
-        && v != current.version
-    {
-        return Err(FhirError(Outcome::version_conflict("Patient")));
-    }
+    let pid: PatientId = id.parse().map_err(|_| no_create_on_update("Patient"))?;
+    let current = replaced(
+        s.store.patient(caller.org.id, pid).await,
+        |p| p.version,
+        &headers,
+        "Patient",
+    )?;
     let (facts, mut warnings) = fhir::patient_from_fhir_in(&resource, &caller.org.phone_region)?;
     let ctx = ctx(&s, caller);
     let mut applied = Applied::default();
@@ -749,27 +760,13 @@ async fn update_appointment(
     let caller = who.require(Action::WriteCareRecords)?;
     let resource = body_json(&headers, &body)?;
     fhir::check_id(&resource, Some(&id))?;
-    let aid: AppointmentId = id.parse().map_err(|_| {
-        FhirError(Outcome::method_not_allowed(
-            "create on update",
-            "Appointment",
-        ))
-    })?;
-    let current = match s.store.appointment(caller.org.id, aid).await {
-        Ok(a) => a,
-        Err(StoreError::NotFound) => {
-            return Err(FhirError(Outcome::method_not_allowed(
-                "create on update",
-                "Appointment",
-            )));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if let Some(v) = if_match(&headers)?
-        && v != current.version
-    {
-        return Err(FhirError(Outcome::version_conflict("Appointment")));
-    }
+    let aid: AppointmentId = id.parse().map_err(|_| no_create_on_update("Appointment"))?;
+    let current = replaced(
+        s.store.appointment(caller.org.id, aid).await,
+        |a| a.version,
+        &headers,
+        "Appointment",
+    )?;
     let (mut input, mut warnings) = fhir::appointment_from_fhir(&resource)?;
     let patient = resolve_appointment_input(&s, caller, &mut input, &mut warnings).await?;
     let ctx = ctx(&s, caller);

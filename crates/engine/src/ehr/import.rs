@@ -790,7 +790,7 @@ impl Engine {
                             let mut row_ctx = ctx.clone();
                             row_ctx.source.reference = Some(format!("line {}", row.line));
                             outcomes.push(
-                                self.import_patient(&row_ctx, &row.facts, false)
+                                self.import_patient(&row_ctx, &row.facts)
                                     .await
                                     .map(|(c, _)| c),
                             );
@@ -866,11 +866,11 @@ impl Engine {
         })
     }
 
+    /// One row on its own (the fallback when a chunk's transaction is refused).
     async fn import_patient(
         &self,
         ctx: &ApplyContext,
         facts: &PatientFacts,
-        dry_run: bool,
     ) -> Result<(Change, Vec<Warning>), ApplyError> {
         if !facts.identifies_someone() {
             return Err(ApplyError::Invalid {
@@ -884,21 +884,6 @@ impl Engine {
             self.find_patient(&ctx.org, &facts.identifiers, &ctx.settings)
                 .await?
         };
-        if dry_run {
-            return Ok((
-                match existing {
-                    None => Change::Created,
-                    Some(mut p) => {
-                        if merge_patient_facts(&mut p, facts).is_empty() {
-                            Change::Unchanged
-                        } else {
-                            Change::Updated
-                        }
-                    }
-                },
-                Vec::new(),
-            ));
-        }
         let mut applied = Applied::default();
         match existing {
             // A row without an MRN that names exactly one patient with the same name
