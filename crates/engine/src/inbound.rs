@@ -62,7 +62,17 @@ impl Engine {
     }
 
     /// Routes stored inbound messages not yet routed; returns how many.
+    ///
+    /// Its writes are derived (`store::durability`): each message is on disk already and
+    /// stays unrouted until it is marked, so a power cut can only make it be routed
+    /// again, and routing twice changes nothing twice (replies and suppressions are keyed
+    /// by the message). Not waiting for the disk per transaction keeps the router up with
+    /// the webhooks, which share the one SQLite writer.
     pub async fn process_inbound_step(&self) -> Result<usize, EngineError> {
+        store::durability::derived(self.route_inbound_page()).await
+    }
+
+    async fn route_inbound_page(&self) -> Result<usize, EngineError> {
         let pending = self.store.unprocessed_inbound(100).await?;
         let n = pending.len();
         for m in pending {

@@ -61,8 +61,30 @@ impl PostgresStore {
         Ok(Self { pool })
     }
 
+    /// A write transaction. Its commit waits for the disk, except inside
+    /// `store::durability::derived`.
     pub(crate) async fn write(&self) -> StoreResult<Transaction<'static, Postgres>> {
-        self.pool.begin().await.map_err(db)
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        if store::durability::is_derived() {
+            sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        Ok(tx)
+    }
+
+    /// The `synchronous_commit` a write transaction started here commits with (`on`, or
+    /// `off` inside `store::durability::derived`): for tests and diagnostics. The
+    /// transaction is rolled back.
+    pub async fn write_durability(&self) -> StoreResult<String> {
+        let mut tx = self.write().await?;
+        let level: String = sqlx::query_scalar("SHOW synchronous_commit")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.rollback().await.map_err(db)?;
+        Ok(level)
     }
 
     pub(crate) fn read(&self) -> &PgPool {

@@ -345,3 +345,21 @@ async fn the_same_hl7_message_on_two_connections_is_stored_once() {
         }
     }
 }
+
+/// Derived writes (`store::durability`) commit without waiting for the flush; every other
+/// write, on the same pooled connections before and after, still waits for it.
+#[tokio::test]
+async fn only_derived_writes_commit_without_waiting_for_the_disk() {
+    let Some(store) = support::fresh_store().await else {
+        return;
+    };
+    assert_eq!(store.write_durability().await.unwrap(), "on");
+    let derived = store::durability::derived(store.write_durability())
+        .await
+        .unwrap();
+    assert_eq!(derived, "off");
+    // SET LOCAL ends with its transaction: the connection goes back to the pool as it was.
+    for _ in 0..4 {
+        assert_eq!(store.write_durability().await.unwrap(), "on");
+    }
+}

@@ -19,6 +19,8 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, Transaction};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use store::{PoolStatus, Store, StoreError, StoreResult};
 
@@ -32,6 +34,9 @@ pub struct SqliteStore {
     /// queueing here instead of on the file lock keeps writers fair and never busy.
     writer: SqlitePool,
     readers: SqlitePool,
+    /// Set while the writer runs a derived transaction at `synchronous=NORMAL`; the
+    /// writer pool puts it back to `FULL` before anyone else gets the connection.
+    relaxed: Arc<AtomicBool>,
 }
 
 impl SqliteStore {
@@ -54,9 +59,26 @@ impl SqliteStore {
                 StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
             })?;
         }
+        let relaxed = Arc::new(AtomicBool::new(false));
+        let restore = relaxed.clone();
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            // A derived write (see `store::durability`) left the connection at NORMAL:
+            // back to FULL before it is handed out again, even if that write was
+            // cancelled half-way. Should that fail, the pool closes the connection and
+            // opens a new one, which starts at FULL.
+            .after_release(move |conn, _| {
+                let restore = restore.clone();
+                Box::pin(async move {
+                    if restore.swap(false, Ordering::SeqCst) {
+                        sqlx::query("PRAGMA synchronous = FULL")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(true)
+                })
+            })
             // The writer's page cache serves bulk imports (32 MB).
             .connect_with(options.clone().pragma("cache_size", "-32000"))
             .await
@@ -71,16 +93,46 @@ impl SqliteStore {
             .connect_with(options.pragma("cache_size", "-2000"))
             .await
             .map_err(unavailable)?;
-        Ok(Self { writer, readers })
+        Ok(Self {
+            writer,
+            readers,
+            relaxed,
+        })
     }
 
-    /// A write transaction that holds the write lock from its first statement.
+    /// A write transaction that holds the write lock from its first statement. Its commit
+    /// waits for the disk, except inside `store::durability::derived`.
     pub(crate) async fn write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        if store::durability::is_derived() {
+            let mut conn = self.writer.acquire().await.map_err(db)?;
+            // SQLite refuses to change the level inside a transaction: set it first.
+            self.relaxed.store(true, Ordering::SeqCst);
+            sqlx::query("PRAGMA synchronous = NORMAL")
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
+            return Transaction::begin(conn, Some("BEGIN IMMEDIATE".into()))
+                .await
+                .map_err(db);
+        }
         self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(db)
     }
 
     pub(crate) fn read(&self) -> &SqlitePool {
         &self.readers
+    }
+
+    /// The `synchronous` level a write transaction started here commits at (`2`, FULL,
+    /// or `1`, NORMAL, inside `store::durability::derived`): for tests and diagnostics.
+    /// The transaction is rolled back.
+    pub async fn write_durability(&self) -> StoreResult<i64> {
+        let mut tx = self.write().await?;
+        let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.rollback().await.map_err(db)?;
+        Ok(level)
     }
 
     /// The raw pool, for the benchmark's baseline and the schema-drift test.

@@ -5,6 +5,7 @@
 pub mod contract;
 pub mod contract_ehr;
 pub mod contract_messaging;
+pub mod durability;
 pub mod ehr;
 pub mod messaging;
 pub mod page;

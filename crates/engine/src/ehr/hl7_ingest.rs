@@ -435,7 +435,16 @@ fn base36(mut n: u64) -> String {
 
 impl Engine {
     /// Applies stored messages in arrival order; returns how many were processed.
+    ///
+    /// Its writes are derived (`store::durability`): the messages are on disk already
+    /// and stay pending until their results are recorded, so a power cut can only make
+    /// them be applied again, which changes nothing twice. Not waiting for the disk per
+    /// transaction is what lets the applier keep up with ingest.
     pub async fn apply_pending_hl7(&self) -> Result<usize, EngineError> {
+        store::durability::derived(self.apply_pending_hl7_page()).await
+    }
+
+    async fn apply_pending_hl7_page(&self) -> Result<usize, EngineError> {
         let pending = self.store.pending_hl7_messages(256).await?;
         let mut orgs: std::collections::HashMap<OrgId, Organization> = Default::default();
         let mut interfaces: std::collections::HashMap<domain::InterfaceId, InterfaceSettings> =
