@@ -69,6 +69,7 @@ pub async fn channel(
                     daily_cap: 0,
                     provider_handles_keywords: true,
                 }),
+                smtp: None,
             },
         )
         .await

@@ -22,6 +22,12 @@ pub struct OutboundEmail {
     pub html_body: Option<String>,
 }
 
+/// Whether `text` is a mailbox an e-mail can be sent to or from: `ana@example.org` or
+/// `Ana <ana@example.org>`.
+pub fn is_mailbox(text: &str) -> bool {
+    text.parse::<Mailbox>().is_ok()
+}
+
 #[async_trait]
 pub trait EmailProvider: Send + Sync {
     /// Hands one e-mail to the provider; returns its `Message-ID`.

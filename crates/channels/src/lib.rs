@@ -6,6 +6,7 @@
 pub mod email;
 pub mod simulator;
 pub mod sms;
+pub mod testing;
 pub mod twilio;
 
 pub use email::{EmailProvider, OutboundEmail, SmtpConfig, SmtpEmail, SmtpTls};

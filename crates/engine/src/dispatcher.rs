@@ -12,8 +12,12 @@
 //! own. `run_dispatcher` overlaps steps: the next batch is claimed, checked and recorded as
 //! attempted while the previous batch's provider calls are in flight.
 
+use crate::channels::SMTP;
 use crate::{Engine, EngineError};
-use channels::{OutboundSms, ProviderMessage, Refusal, SendError, Sender, SmsProvider};
+use channels::{
+    EmailProvider, OutboundEmail, OutboundSms, ProviderMessage, Refusal, SendError, Sender,
+    SmsProvider,
+};
 use domain::frequency;
 use domain::ids::{ChannelId, MessageId};
 use domain::message_state::{MessageKind, MessageState};
@@ -114,8 +118,42 @@ struct Outgoing {
     m: OutboundMessage,
     org: Arc<Organization>,
     channel: Arc<Channel>,
-    provider: Arc<dyn SmsProvider>,
-    sms: OutboundSms,
+    delivery: Delivery,
+}
+
+/// What handing one message over takes: a text to an SMS provider, or an e-mail to a
+/// mail server.
+enum Delivery {
+    Sms {
+        provider: Arc<dyn SmsProvider>,
+        sms: OutboundSms,
+    },
+    Email {
+        mailer: Arc<dyn EmailProvider>,
+        email: OutboundEmail,
+    },
+}
+
+impl Delivery {
+    async fn send(&self, at: Timestamp) -> Result<ProviderMessage, SendError> {
+        match self {
+            Delivery::Sms { provider, sms } => provider.send(sms).await,
+            // The mail server's acceptance is as far as e-mail can be followed: the
+            // message is `sent`, named by its Message-ID.
+            Delivery::Email { mailer, email } => {
+                mailer.send(email).await.map(|message_id| ProviderMessage {
+                    provider_message_id: message_id,
+                    to: email.to.clone(),
+                    from: email.from.clone(),
+                    body: email.text_body.clone(),
+                    status: "sent".into(),
+                    segments: None,
+                    error_code: None,
+                    created_at: at,
+                })
+            }
+        }
+    }
 }
 
 impl Outgoing {
@@ -145,10 +183,16 @@ struct Prepared {
 }
 
 #[derive(Clone)]
-struct ChannelUse {
-    provider: Arc<dyn SmsProvider>,
-    from: Sender,
-    status_callback: String,
+enum ChannelUse {
+    Sms {
+        provider: Arc<dyn SmsProvider>,
+        from: Sender,
+        status_callback: String,
+    },
+    Email {
+        mailer: Arc<dyn EmailProvider>,
+        from: String,
+    },
 }
 
 /// What a step's checks read, once for the whole batch.
@@ -161,8 +205,9 @@ struct Facts {
     /// What sending through a channel takes, worked out once per step: its provider, its
     /// sender and where its receipts go (`None`: its set-up is broken).
     senders: HashMap<ChannelId, Option<ChannelUse>>,
-    /// An organisation's first channel, for messages that name none.
-    first_channel: HashMap<OrgId, Option<Arc<Channel>>>,
+    /// An organisation's channels in order, for messages that name none: the first that
+    /// suits the message (texts or e-mail) takes it.
+    org_channels: HashMap<OrgId, Vec<Arc<Channel>>>,
     /// The consent ledger's current (scope, status) per number.
     consent: HashMap<(OrgId, String), Vec<(String, String)>>,
     /// Messages handed to the provider per number over the caps' span; this step's own
@@ -185,11 +230,15 @@ struct Facts {
 
 impl Facts {
     /// The channel a message goes out through: the one it names, else its organisation's
-    /// first.
+    /// first of the right kind (e-mail for an address, texts for a number).
     fn channel_of(&self, m: &OutboundMessage) -> Option<&Arc<Channel>> {
         match m.channel_id {
             Some(id) => self.channels.get(&id),
-            None => self.first_channel.get(&m.org_id)?.as_ref(),
+            None => self
+                .org_channels
+                .get(&m.org_id)?
+                .iter()
+                .find(|c| is_email_channel(c) == is_email(m)),
         }
     }
 }
@@ -206,9 +255,20 @@ fn number(m: &OutboundMessage) -> (OrgId, String) {
     (m.org_id, m.to.clone())
 }
 
-/// A number's first automated message is preceded by the one-time welcome.
-fn needs_welcome(org: &Organization, kind: MessageKind) -> bool {
-    org.messaging.welcome
+/// Messages to an address are e-mail; all others go to a phone number.
+fn is_email(m: &OutboundMessage) -> bool {
+    m.to.contains('@')
+}
+
+fn is_email_channel(c: &Channel) -> bool {
+    c.kind == SMTP
+}
+
+/// A number's first automated message is preceded by the one-time welcome (texts only:
+/// it carries the CTIA programme details).
+fn needs_welcome(org: &Organization, m: &OutboundMessage, kind: MessageKind) -> bool {
+    !is_email(m)
+        && org.messaging.welcome
         && kind.is_automated()
         && !matches!(kind, MessageKind::KeywordReply | MessageKind::Welcome)
 }
@@ -430,8 +490,8 @@ impl Engine {
         for (org, read) in firsts {
             match read {
                 Ok(list) => {
-                    f.first_channel
-                        .insert(org, list.into_iter().next().map(Arc::new));
+                    f.org_channels
+                        .insert(org, list.into_iter().map(Arc::new).collect());
                 }
                 Err(e) => unreadable(
                     &mut f,
@@ -523,7 +583,7 @@ impl Engine {
         let capped: HashMap<ChannelId, Timestamp> = f
             .channels
             .values()
-            .chain(f.first_channel.values().flatten())
+            .chain(f.org_channels.values().flatten())
             .filter(|c| c.settings.daily_cap > 0)
             .filter_map(|c| {
                 let zone = f.zones.get(&c.org_id)?.clone();
@@ -597,7 +657,7 @@ impl Engine {
             let Some(org) = f.orgs.get(&m.org_id).cloned() else {
                 continue;
             };
-            if !needs_welcome(&org, kind_of(m)) {
+            if !needs_welcome(&org, m, kind_of(m)) {
                 continue;
             }
             let channel = match self.channel_and_consent(&org, m, kind_of(m), f) {
@@ -637,6 +697,11 @@ impl Engine {
         // 1. A channel to send it through.
         let channel = match (m.channel_id, f.channel_of(m)) {
             (_, Some(c)) => c.clone(),
+            (None, None) if is_email(m) => {
+                return Err(Verdict::Fail(
+                    "no e-mail channel is configured for this organisation".into(),
+                ));
+            }
             (None, None) => {
                 return Err(Verdict::Fail(
                     "no SMS channel is configured for this organisation".into(),
@@ -644,6 +709,13 @@ impl Engine {
             }
             (Some(_), None) => return Err(Verdict::Skip),
         };
+        if is_email_channel(&channel) != is_email(m) {
+            return Err(Verdict::Fail(if is_email(m) {
+                "the channel named sends texts, and this message is to an e-mail address".into()
+            } else {
+                "the channel named sends e-mail, and this message is to a phone number".into()
+            }));
+        }
         // 2. Consent, in every scope that covers this message: after an opt-out only its
         // one confirmation goes to that number.
         if kind != MessageKind::KeywordReply
@@ -671,13 +743,27 @@ impl Engine {
         cache
             .entry(channel.id)
             .or_insert_with(|| {
-                let used = self.provider(channel).and_then(|provider| {
-                    Ok(ChannelUse {
-                        provider,
-                        from: Engine::sender(channel)?,
-                        status_callback: self.status_callback(channel),
+                let used = if is_email_channel(channel) {
+                    self.mailer(channel).and_then(|mailer| {
+                        Ok(ChannelUse::Email {
+                            mailer,
+                            from: channel.from_number.clone().ok_or_else(|| {
+                                EngineError::Config(format!(
+                                    "channel {} has no From address",
+                                    channel.id
+                                ))
+                            })?,
+                        })
                     })
-                });
+                } else {
+                    self.provider(channel).and_then(|provider| {
+                        Ok(ChannelUse::Sms {
+                            provider,
+                            from: Engine::sender(channel)?,
+                            status_callback: self.status_callback(channel),
+                        })
+                    })
+                };
                 used.inspect_err(|e| {
                     tracing::warn!(channel = %channel.id, error = %e, "dispatch cannot use the channel; its messages wait for the lease");
                 })
@@ -718,7 +804,7 @@ impl Engine {
             }
         }
         // A number's first automated message waits for the one-time welcome.
-        if needs_welcome(&org, kind) && f.welcomed_now.contains(&key) {
+        if needs_welcome(&org, m, kind) && f.welcomed_now.contains(&key) {
             return Verdict::Defer(
                 now + SignedDuration::from_secs(10),
                 "after the welcome message".into(),
@@ -806,26 +892,55 @@ impl Engine {
         let Some(used) = self.channel_use(&channel, &mut f.senders) else {
             return Verdict::Skip;
         };
-        let Ok(to) = E164::parse(&m.to, &org.phone_region) else {
-            return Verdict::Fail("the stored number is not a valid phone number".into());
+        let delivery = match used {
+            ChannelUse::Sms {
+                provider,
+                from,
+                status_callback,
+            } => {
+                let Ok(to) = E164::parse(&m.to, &org.phone_region) else {
+                    return Verdict::Fail("the stored number is not a valid phone number".into());
+                };
+                Delivery::Sms {
+                    provider,
+                    sms: OutboundSms {
+                        to,
+                        from,
+                        body: m.body.clone(),
+                        status_callback: Some(status_callback),
+                        media_urls: vec![],
+                    },
+                }
+            }
+            ChannelUse::Email { mailer, from } => {
+                if !channels::email::is_mailbox(&m.to) {
+                    return Verdict::Fail(
+                        "the stored address is not a valid e-mail address".into(),
+                    );
+                }
+                Delivery::Email {
+                    mailer,
+                    email: OutboundEmail {
+                        to: m.to.clone(),
+                        from,
+                        // Subject lines show on lock screens: the programme, never the
+                        // content.
+                        subject: format!("A message from {}", self.programme_name(&org)),
+                        text_body: m.body.clone(),
+                        html_body: None,
+                    },
+                }
+            }
         };
         f.sent.entry(key).or_default().push((now, kind));
         if cap > 0 {
             *f.channel_today.entry(channel.id).or_default() += 1;
         }
-        let sms = OutboundSms {
-            to,
-            from: used.from,
-            body: m.body.clone(),
-            status_callback: Some(used.status_callback),
-            media_urls: vec![],
-        };
         Verdict::Go(Box::new(Outgoing {
             m: m.clone(),
             org,
             channel,
-            provider: used.provider,
-            sms,
+            delivery,
         }))
     }
 
@@ -864,7 +979,7 @@ impl Engine {
                 .for_each_concurrent(concurrency, |out| {
                     let done_tx = done_tx.clone();
                     async move {
-                        let result = out.provider.send(&out.sms).await;
+                        let result = out.delivery.send(self.clock.now()).await;
                         let _ = done_tx.send((out, result));
                     }
                 })
@@ -1218,6 +1333,25 @@ impl Engine {
                 continue;
             };
             let channel = self.store.channel(channel_id).await?;
+            if is_email_channel(&channel) {
+                // A mail server cannot be asked what it kept: send again. A rare second
+                // copy of an e-mail is better than none.
+                let mut c = StateChange::new(
+                    m.id,
+                    MessageState::Sending.as_str(),
+                    MessageState::Queued.as_str(),
+                    self.clock.now(),
+                );
+                c.not_before = Some(self.clock.now());
+                c.reason = Some(
+                    "the mail server's answer to the last attempt was not recorded; sending again"
+                        .into(),
+                );
+                if self.store.change_state(&c).await? {
+                    settled += 1;
+                }
+                continue;
+            }
             let org = self.store.organization(m.org_id).await?;
             let (Ok(provider), Ok(from), Ok(to)) = (
                 self.provider(&channel),

@@ -55,6 +55,8 @@ pub struct Engine {
     pub sealer: Sealer,
     pub config: EngineConfig,
     providers: Mutex<HashMap<ChannelId, Arc<dyn SmsProvider>>>,
+    /// One SMTP connection pool per e-mail channel.
+    mailers: Mutex<HashMap<ChannelId, Arc<dyn ::channels::EmailProvider>>>,
     pacing: Mutex<HashMap<ChannelId, dispatcher::Pacer>>,
     /// Woken when an outbound message is written, so the dispatcher need not poll hard.
     pub outbox_ready: Notify,
@@ -85,6 +87,7 @@ impl Engine {
             sealer,
             config,
             providers: Mutex::new(HashMap::new()),
+            mailers: Mutex::new(HashMap::new()),
             pacing: Mutex::new(HashMap::new()),
             outbox_ready: Notify::new(),
             inbound_ready: Notify::new(),

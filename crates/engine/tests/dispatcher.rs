@@ -75,6 +75,7 @@ async fn world(
         messaging_service_sid: None,
         api_base: Some(sim.base_url().into()),
         settings: None,
+        smtp: None,
     };
     engine.create_channel(&org, input).await.unwrap();
     World {
@@ -665,4 +666,105 @@ async fn the_overlapped_dispatcher_loop_sends_every_message_once_through_faults(
             .expect("the provider id is the simulator's");
         assert_eq!(sim.body, m.body);
     }
+}
+
+/// An organisation with a texting channel and an e-mail channel: each message goes out
+/// through the one that suits its recipient; e-mail keeps the same quiet hours; and an
+/// e-mail whose attempt was never answered (a crash) is sent again, since a mail server
+/// cannot be asked what it kept.
+#[tokio::test]
+async fn email_goes_through_the_mail_channel_with_the_same_checks_and_is_resent_after_a_crash() {
+    let Some(server) = channels::testing::SmtpTestServer::start() else {
+        return;
+    };
+    // 02:00 in New York.
+    let clock = Arc::new(FixedClock::new(at("2026-11-25T07:00:00Z")));
+    let w = world(clock.clone(), Faults::default(), |c| {
+        c.dispatch.reconcile_after = Duration::from_secs(60);
+    })
+    .await;
+    let mail = rapport_engine::channels::NewChannel {
+        name: "Mail".into(),
+        kind: "smtp".into(),
+        account_sid: String::new(),
+        auth_token: None,
+        auth_token_env: None,
+        from: Some("North Clinic <care@north.example>".into()),
+        messaging_service_sid: None,
+        api_base: None,
+        settings: None,
+        smtp: Some(rapport_engine::channels::SmtpServer {
+            host: "127.0.0.1".into(),
+            port: Some(server.port()),
+            tls: Some("none".into()),
+            username: None,
+        }),
+    };
+    let mail = w.engine.create_channel(&w.org, mail).await.unwrap();
+
+    let reminder = message(&w.org, "ana@example.org", "reminder", "e1", clock.now());
+    let mut text = message(&w.org, "+12015550150", "staff_message", "t1", clock.now());
+    text.urgent = true;
+    w.store.enqueue(&reminder).await.unwrap();
+    w.store.enqueue(&text).await.unwrap();
+    let report = w.engine.dispatch_step().await.unwrap();
+    assert_eq!((report.deferred, report.sent), (1, 1), "{report:?}");
+    assert_eq!(
+        w.sim.count_to("+12015550150"),
+        1,
+        "the urgent text went to Twilio"
+    );
+    assert!(server.inbox().is_empty(), "no e-mail reminder at 02:00");
+    let waiting = state(&w, reminder.id).await;
+    assert_eq!(
+        waiting.not_before,
+        at("2026-11-25T13:00:00Z"),
+        "08:00 local"
+    );
+
+    clock.set(at("2026-11-25T13:00:00Z"));
+    assert_eq!(w.engine.dispatch_step().await.unwrap().sent, 1);
+    let sent = state(&w, reminder.id).await;
+    assert_eq!(sent.state, "sent");
+    let inbox = server.inbox();
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0]["rcpt_tos"], serde_json::json!(["ana@example.org"]));
+    assert_eq!(inbox[0]["subject"], "A message from North Clinic");
+    assert_eq!(
+        sent.provider_message_id.as_deref(),
+        inbox[0]["message_id"].as_str()
+    );
+    assert_eq!(w.sim.count_to("ana@example.org"), 0, "never texted");
+
+    // A crash between the attempt and the server's answer leaves it in `sending`.
+    let crashed = message(
+        &w.org,
+        "ben@example.org",
+        "staff_message",
+        "e2",
+        clock.now(),
+    );
+    w.store.enqueue(&crashed).await.unwrap();
+    let mut attempt = store::StateChange::new(crashed.id, "queued", "sending", clock.now());
+    attempt.count_attempt = true;
+    attempt.channel_id = Some(mail.id);
+    assert!(w.store.change_state(&attempt).await.unwrap());
+    assert_eq!(w.engine.reconcile_step().await.unwrap(), 0, "not yet due");
+    clock.set(at("2026-11-25T13:02:00Z"));
+    assert_eq!(w.engine.reconcile_step().await.unwrap(), 1);
+    let requeued = state(&w, crashed.id).await;
+    assert_eq!(requeued.state, "queued");
+    assert!(
+        requeued.reason.as_deref().unwrap().contains("mail server"),
+        "{:?}",
+        requeued.reason
+    );
+    assert_eq!(w.engine.dispatch_step().await.unwrap().sent, 1);
+    assert_eq!(state(&w, crashed.id).await.state, "sent");
+    let to_ben = server
+        .inbox()
+        .iter()
+        .filter(|m| m["rcpt_tos"] == serde_json::json!(["ben@example.org"]))
+        .count();
+    assert_eq!(to_ben, 1);
 }

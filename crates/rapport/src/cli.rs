@@ -115,26 +115,42 @@ pub struct ImportArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ChannelCommand {
-    /// Create an SMS channel; prints its id. Point the provider's webhooks at the URLs it logs.
+    /// Create a channel, texts (`--kind twilio`) or e-mail (`--kind smtp`); prints its id.
+    /// For texts, point the provider's webhooks at the URLs it logs.
     Create {
         /// The organisation's slug.
         #[arg(long)]
         org: String,
+        /// `twilio` (texts) or `smtp` (e-mail).
         #[arg(long, default_value = "twilio")]
         kind: String,
         #[arg(long, default_value = "SMS")]
         name: String,
-        #[arg(long)]
+        /// Twilio's Account SID (kind twilio).
+        #[arg(long, default_value = "")]
         account_sid: String,
-        /// Name of the environment variable holding the Auth Token (it is read when needed, never stored).
+        /// Name of the environment variable holding the Auth Token, or the SMTP password
+        /// (it is read when needed, never stored).
         #[arg(long)]
-        auth_token_env: String,
+        auth_token_env: Option<String>,
         /// Store the Auth Token (read from --auth-token-env now) sealed in the database instead.
         #[arg(long)]
         store_token: bool,
-        /// The sending number, E.164.
+        /// The sending number, E.164; for kind smtp, the From address (`Clinic <noreply@clinic.example>`).
         #[arg(long)]
         from: Option<String>,
+        /// The mail server (kind smtp).
+        #[arg(long)]
+        smtp_host: Option<String>,
+        /// The mail server's port (default 587).
+        #[arg(long)]
+        smtp_port: Option<u16>,
+        /// `starttls` (default), `tls` or `none`.
+        #[arg(long)]
+        smtp_tls: Option<String>,
+        /// The SMTP login, when the server asks for one (its password: --auth-token-env).
+        #[arg(long)]
+        smtp_username: Option<String>,
         #[arg(long)]
         messaging_service_sid: Option<String>,
         /// Twilio's API base URL (default Twilio's; the simulator's for tests).
@@ -457,6 +473,10 @@ async fn create_channel(
         auth_token_env,
         store_token,
         from,
+        smtp_host,
+        smtp_port,
+        smtp_tls,
+        smtp_username,
         messaging_service_sid,
         api_base,
         segments_per_second,
@@ -469,32 +489,40 @@ async fn create_channel(
         }
         other => other?,
     };
-    let auth_token = if store_token {
-        Some(
-            std::env::var(&auth_token_env)
-                .map_err(|_| anyhow::anyhow!("environment variable {auth_token_env} is not set"))?,
-        )
-    } else {
-        None
+    let auth_token = match (&auth_token_env, store_token) {
+        (Some(var), true) => Some(
+            std::env::var(var)
+                .map_err(|_| anyhow::anyhow!("environment variable {var} is not set"))?,
+        ),
+        (None, true) => bail!("--store-token reads the secret from --auth-token-env: name it"),
+        (_, false) => None,
     };
+    let smtp = smtp_host.map(|host| engine::channels::SmtpServer {
+        host,
+        port: smtp_port,
+        tls: smtp_tls,
+        username: smtp_username,
+    });
     let input = engine::channels::NewChannel {
         name,
         kind,
         account_sid,
-        auth_token_env: if store_token {
-            None
-        } else {
-            Some(auth_token_env)
-        },
+        auth_token_env: if store_token { None } else { auth_token_env },
         auth_token,
         from,
         messaging_service_sid,
         api_base,
         settings: Some(store::ChannelSettings {
-            segments_per_second,
+            // E-mail is not paced in message segments.
+            segments_per_second: if smtp.is_some() {
+                0.0
+            } else {
+                segments_per_second
+            },
             daily_cap,
             provider_handles_keywords: !rapport_answers_keywords,
         }),
+        smtp,
     };
     let engine = crate::engine(config, store, std::sync::Arc::new(domain::SystemClock))?;
     let channel = engine
@@ -502,16 +530,18 @@ async fn create_channel(
         .await
         .map_err(|e| match e {
             engine::EngineError::Field(f) => {
-                anyhow::anyhow!("--{}: {}", f.field.replace('_', "-"), f.message)
+                anyhow::anyhow!("--{}: {}", f.field.replace(['_', '.'], "-"), f.message)
             }
             other => anyhow::anyhow!(other),
         })?;
-    eprintln!(
-        "inbound webhook: {}/webhooks/twilio/{}/inbound",
-        config.public_url.trim_end_matches('/'),
-        channel.id
-    );
-    eprintln!("status callback: {}", engine.status_callback(&channel));
+    if channel.kind == engine::channels::TWILIO {
+        eprintln!(
+            "inbound webhook: {}/webhooks/twilio/{}/inbound",
+            config.public_url.trim_end_matches('/'),
+            channel.id
+        );
+        eprintln!("status callback: {}", engine.status_callback(&channel));
+    }
     Ok(channel.id)
 }
 

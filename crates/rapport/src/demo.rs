@@ -729,6 +729,7 @@ pub async fn start_simulator(
                         daily_cap: 0,
                         provider_handles_keywords: false,
                     }),
+                    smtp: None,
                 },
             )
             .await

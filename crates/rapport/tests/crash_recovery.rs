@@ -137,6 +137,7 @@ async fn survives_kill_9(postgres: bool) {
                     daily_cap: 0,
                     provider_handles_keywords: true,
                 }),
+                smtp: None,
             },
         )
         .await

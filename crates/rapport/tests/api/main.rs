@@ -6,6 +6,7 @@ mod harness;
 mod bad_input;
 mod cli;
 mod ehr;
+mod email;
 mod messaging;
 mod records;
 mod security;

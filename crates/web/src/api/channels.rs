@@ -1,5 +1,6 @@
-//! SMS channels of the caller's organisation: create (admins; the Auth Token is sealed or
-//! named by an environment variable, and never shown again), list, change settings.
+//! Channels of the caller's organisation, texts (`twilio`) and e-mail (`smtp`): create
+//! (admins; the Auth Token or SMTP password is sealed or named by an environment variable,
+//! and never shown again), list, change settings.
 
 use super::{found, path_id};
 use crate::auth::{self, Allowed};
@@ -18,19 +19,24 @@ use store::{Channel, ChannelSettings};
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ChannelView {
     pub id: ChannelId,
+    /// `twilio` (texts) or `smtp` (e-mail).
     pub kind: String,
     pub name: String,
+    /// Twilio's Account SID; for `smtp`, the login (empty: none).
     pub account_sid: String,
-    /// Where the Auth Token comes from: `environment:VAR` or `sealed`.
+    /// Where the Auth Token (or SMTP password) comes from: `environment:VAR`, `sealed`,
+    /// or `none` (an SMTP server that asks for no login).
     pub auth_token_source: String,
+    /// The sending number; for `smtp`, the From address.
     pub from: Option<String>,
     pub messaging_service_sid: Option<String>,
+    /// Twilio's API base URL; for `smtp`, the mail server (`smtp+starttls://host:587`).
     pub api_base: String,
     #[schema(value_type = Object)]
     pub settings: ChannelSettings,
-    /// Point the provider's inbound webhook here.
-    pub inbound_webhook: String,
-    pub status_callback: String,
+    /// Point the provider's inbound webhook here (texts only).
+    pub inbound_webhook: Option<String>,
+    pub status_callback: Option<String>,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
 }
@@ -41,21 +47,23 @@ fn view(state: &AppState, c: Channel) -> ChannelView {
         state.public_url.trim_end_matches('/'),
         c.id
     );
+    let texts = c.kind == engine::channels::TWILIO;
     ChannelView {
         id: c.id,
         kind: c.kind,
         name: c.name,
         account_sid: c.account_sid,
-        auth_token_source: match &c.auth_token_env {
-            Some(var) => format!("environment:{var}"),
-            None => "sealed".into(),
+        auth_token_source: match (&c.auth_token_env, &c.auth_token_sealed) {
+            (Some(var), _) => format!("environment:{var}"),
+            (None, Some(_)) => "sealed".into(),
+            (None, None) => "none".into(),
         },
         from: c.from_number,
         messaging_service_sid: c.messaging_service_sid,
         api_base: c.api_base,
         settings: c.settings,
-        inbound_webhook: format!("{base}/inbound"),
-        status_callback: format!("{base}/status"),
+        inbound_webhook: texts.then(|| format!("{base}/inbound")),
+        status_callback: texts.then(|| format!("{base}/status")),
         created_at: c.created_at,
     }
 }
@@ -72,7 +80,7 @@ pub(crate) async fn list(
 }
 
 #[utoipa::path(post, path = "/api/v1/channels", tag = "messaging",
-    request_body(content = Object, description = "name, account_sid, auth_token or auth_token_env, from or messaging_service_sid, api_base, settings"),
+    request_body(content = Object, description = "name, kind (twilio or smtp), account_sid, auth_token or auth_token_env, from or messaging_service_sid, api_base, settings; for smtp: from (the From address) and smtp {host, port, tls, username}"),
     responses((status = 201, body = ChannelView), (status = 403, body = ErrorResponse), (status = 422, body = ErrorResponse)),
     security(("bearer" = [])))]
 pub(crate) async fn create(

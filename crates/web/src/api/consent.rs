@@ -1,5 +1,5 @@
-//! The consent ledger of a number: its current state per scope and its whole history;
-//! staff may record a patient's spoken or written choice.
+//! The consent ledger of a number (or an e-mail address): its current state per scope and
+//! its whole history; staff may record a patient's spoken or written choice.
 
 use crate::auth::{self, Allowed};
 use crate::error::ErrorResponse;
@@ -35,6 +35,7 @@ pub struct ConsentChange {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConsentView {
+    /// The number in E.164 form, or the e-mail address in lower case.
     pub phone: String,
     pub scopes: Vec<ScopeState>,
     pub history: Vec<ConsentChange>,
@@ -43,23 +44,39 @@ pub struct ConsentView {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ConsentParams {
-    /// The number in any common form.
+    /// The number in any common form, or an e-mail address.
     phone: String,
 }
 
-fn number(org: &domain::Organization, text: &str) -> Result<E164, ApiError> {
-    E164::parse(text, &org.phone_region).map_err(|e| ApiError::from(e.at("phone")))
+/// The ledger's key: a number in E.164 form, or an e-mail address in lower case (as the
+/// messages API writes it).
+fn number(org: &domain::Organization, text: &str) -> Result<String, ApiError> {
+    if text.contains('@') {
+        let address = text.trim().to_lowercase();
+        return if channels::email::is_mailbox(&address) && !address.contains('<') {
+            Ok(address)
+        } else {
+            Err(ApiError::unprocessable(
+                "phone",
+                "invalid_field",
+                "not a valid e-mail address",
+            ))
+        };
+    }
+    E164::parse(text, &org.phone_region)
+        .map(String::from)
+        .map_err(|e| ApiError::from(e.at("phone")))
 }
 
 async fn view(
     s: &AppState,
     org: &domain::Organization,
-    phone: &E164,
+    phone: &str,
 ) -> Result<ConsentView, ApiError> {
-    let scopes = s.store.consent_state(org.id, phone.as_str()).await?;
-    let history = s.store.consent_history(org.id, phone.as_str()).await?;
+    let scopes = s.store.consent_state(org.id, phone).await?;
+    let history = s.store.consent_history(org.id, phone).await?;
     Ok(ConsentView {
-        phone: phone.as_str().to_owned(),
+        phone: phone.to_owned(),
         scopes: scopes
             .into_iter()
             .map(|(scope, status)| ScopeState { scope, status })
@@ -92,6 +109,7 @@ pub(crate) async fn show(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewConsent {
+    /// The number in any common form, or an e-mail address.
     pub phone: String,
     /// `organization` (default), `channel:{id}` or `programme:{name}`.
     #[serde(default)]
@@ -134,7 +152,7 @@ pub(crate) async fn change(
     let event = ConsentEvent {
         id: ConsentEventId::new(),
         org_id: caller.org.id,
-        phone: phone.as_str().to_owned(),
+        phone: phone.clone(),
         scope,
         status: input.status,
         source: "staff".into(),

@@ -100,6 +100,10 @@ pub struct NewMessage {
     pub contact: Option<usize>,
     #[serde(default)]
     pub channel_id: Option<ChannelId>,
+    /// `sms` (the default: the patient's, or the contact's, textable number) or `email`
+    /// (the patient's e-mail address, through the organisation's e-mail channel).
+    #[serde(default)]
+    pub medium: Option<String>,
     /// Skips quiet hours; recorded on the message.
     #[serde(default)]
     pub urgent: bool,
@@ -134,34 +138,17 @@ pub(crate) async fn send(
         input.body
     };
     let body = MessageBody::parse(&text).map_err(|e| ApiError::from(e.at("body")))?;
-    let phone = match input.contact {
-        Some(i) => {
-            let contact = patient.contacts.get(i).ok_or_else(|| {
-                ApiError::unprocessable(
-                    "contact",
-                    "unknown_reference",
-                    "the patient has no contact at this position",
-                )
-            })?;
-            contact.phone.clone().filter(|p| p.textable)
-        }
-        None => {
-            let mut phones: Vec<_> = patient.phones.iter().filter(|p| p.textable).collect();
-            phones.sort_by_key(|p| p.use_ != PhoneUse::Mobile);
-            phones.first().map(|p| (*p).clone())
+    let email = match input.medium.as_deref().unwrap_or("sms") {
+        "sms" => false,
+        "email" => true,
+        _ => {
+            return Err(ApiError::unprocessable(
+                "medium",
+                "invalid_field",
+                "medium must be sms or email",
+            ));
         }
     };
-    let to = phone.and_then(|p| p.e164).ok_or_else(|| {
-        ApiError::unprocessable(
-            if input.contact.is_some() {
-                "contact"
-            } else {
-                "patient_id"
-            },
-            "no_textable_number",
-            "there is no number that can receive texts",
-        )
-    })?;
     if let Some(channel) = input.channel_id {
         let c = referenced(s.store.channel(channel).await, "channel_id")?;
         if c.org_id != org.id {
@@ -171,7 +158,42 @@ pub(crate) async fn send(
                 "channel_id names no record of this organisation",
             ));
         }
+        if (c.kind == engine::channels::SMTP) != email {
+            return Err(ApiError::unprocessable(
+                "channel_id",
+                "invalid_field",
+                if email {
+                    "channel_id names a channel that sends texts, and medium is email"
+                } else {
+                    "channel_id names an e-mail channel; set medium to email"
+                },
+            ));
+        }
     }
+    let to = if email {
+        if input.contact.is_some() {
+            return Err(ApiError::unprocessable(
+                "contact",
+                "invalid_field",
+                "e-mail goes to the patient's own address; contacts are reached by text",
+            ));
+        }
+        // Lower case, as the consent ledger keys addresses.
+        patient
+            .email
+            .as_deref()
+            .map(|e| e.trim().to_lowercase())
+            .filter(|e| channels::email::is_mailbox(e))
+            .ok_or_else(|| {
+                ApiError::unprocessable(
+                    "patient_id",
+                    "no_email_address",
+                    "the patient has no valid e-mail address",
+                )
+            })?
+    } else {
+        text_to(&patient, input.contact)?
+    };
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
@@ -186,7 +208,7 @@ pub(crate) async fn send(
         channel_id: input.channel_id,
         patient_id: Some(patient.id),
         appointment_id: None,
-        to: to.as_str().to_owned(),
+        to,
         kind: MessageKind::StaffMessage.as_str().into(),
         programme: "care".into(),
         body: body.into_string(),
@@ -214,6 +236,41 @@ pub(crate) async fn send(
     };
     s.engine.outbox_ready.notify_one();
     Ok((status, Json(s.store.outbound(org.id, id).await?.into())))
+}
+
+/// The E.164 number a text to the patient (or the contact at `contact`) goes to.
+fn text_to(patient: &domain::Patient, contact: Option<usize>) -> Result<String, ApiError> {
+    let phone = match contact {
+        Some(i) => {
+            let contact = patient.contacts.get(i).ok_or_else(|| {
+                ApiError::unprocessable(
+                    "contact",
+                    "unknown_reference",
+                    "the patient has no contact at this position",
+                )
+            })?;
+            contact.phone.clone().filter(|p| p.textable)
+        }
+        None => {
+            let mut phones: Vec<_> = patient.phones.iter().filter(|p| p.textable).collect();
+            phones.sort_by_key(|p| p.use_ != PhoneUse::Mobile);
+            phones.first().map(|p| (*p).clone())
+        }
+    };
+    phone
+        .and_then(|p| p.e164)
+        .map(|e| e.as_str().to_owned())
+        .ok_or_else(|| {
+            ApiError::unprocessable(
+                if contact.is_some() {
+                    "contact"
+                } else {
+                    "patient_id"
+                },
+                "no_textable_number",
+                "there is no number that can receive texts",
+            )
+        })
 }
 
 #[utoipa::path(get, path = "/api/v1/messages/{id}", tag = "messaging", params(("id" = String, Path)),
