@@ -83,8 +83,24 @@ impl SqliteStore {
             .connect_with(options.clone().pragma("cache_size", "-32000"))
             .await
             .map_err(unavailable)?;
+        // Each cache_size below only bounds its own connection when SQLite is built without
+        // SQLITE_ENABLE_MEMORY_MANAGEMENT (.cargo/config.toml); with it, all connections
+        // share one pool as large as their sum, and the readers fill the writer's 32 MB.
+        let pooled: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM pragma_compile_options WHERE compile_options = 'ENABLE_MEMORY_MANAGEMENT'",
+        )
+        .fetch_optional(&writer)
+        .await
+        .map_err(unavailable)?;
+        if pooled.is_some() {
+            tracing::warn!(
+                "SQLite was built with SQLITE_ENABLE_MEMORY_MANAGEMENT: the connections' page caches are pooled, up to {} MB in all; build from the workspace (its .cargo/config.toml sets LIBSQLITE3_FLAGS)",
+                32 + 2 * READERS
+            );
+        }
         // Readers keep small caches (the file is in the OS page cache anyway) and are
-        // recycled, so a burst of searches does not leave the server holding 9 × 32 MB.
+        // recycled, so a burst of searches does not leave the server holding 9 × 32 MB
+        // (nor, see above, 32 + 8 × 2 MB of reader pages).
         let readers = SqlitePoolOptions::new()
             .max_connections(READERS)
             .min_connections(0)
