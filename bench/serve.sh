@@ -16,7 +16,8 @@
 #   bench/serve.sh sqlite          # one
 #
 # Settings (environment): LABEL (1m: which store-<LABEL> database), BENCH_DIR (target/bench),
-# RUNS (3), IDLE_SECS (5), BURST (1; 0 skips the burst), BURST_CLIENTS (8),
+# RUNS (3), IDLE_SECS (5), BURST (1; 0 skips the burst), BURST_CLIENTS (8), BURSTS (1: how
+# many bursts per start; the figure reported is after the last, each one is printed),
 # RAPPORT_BENCH_POSTGRES_URL (postgres://postgres@127.0.0.1:5432/test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,7 @@ RUNS=${RUNS:-3}
 IDLE_SECS=${IDLE_SECS:-5}
 BURST=${BURST:-1}
 BURST_CLIENTS=${BURST_CLIENTS:-8}
+BURSTS=${BURSTS:-1}
 PG_SERVER=${RAPPORT_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
 # Three-letter prefixes of the generated names (store-bench's lists), searched 3 times each.
 PREFIXES="smi joh wil bro jon mil dav wil and tay tho moo jac mar lee whi har cla lew rob
@@ -106,7 +108,8 @@ measure() {
     HWM_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
     AFTER_KB=
     if [ "$BURST" != 0 ]; then
-        local codes
+      local codes b
+      for b in $(seq 1 "$BURSTS"); do
         # shellcheck disable=SC2086 # one prefix per word
         codes=$(printf '%s\n' $PREFIXES $PREFIXES $PREFIXES |
             xargs -P "$BURST_CLIENTS" -I{} curl -s -o /dev/null -w '%{http_code}\n' --max-time 30 \
@@ -123,6 +126,10 @@ measure() {
         esac
         sleep "$IDLE_SECS"
         AFTER_KB=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
+        if [ "$BURSTS" -gt 1 ]; then
+            echo "   after burst $b: idle VmRSS $(mb "$AFTER_KB") MB (load $(cut -d' ' -f1-3 /proc/loadavg))"
+        fi
+      done
     fi
     kill -TERM "$pid"
     rc=0
