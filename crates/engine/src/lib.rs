@@ -57,6 +57,8 @@ pub struct Engine {
     providers: Mutex<HashMap<ChannelId, Arc<dyn SmsProvider>>>,
     /// One SMTP connection pool per e-mail channel.
     mailers: Mutex<HashMap<ChannelId, Arc<dyn ::channels::EmailProvider>>>,
+    /// Channels as the webhooks read them, kept for a few seconds (see `webhook_channel`).
+    webhook_channels: Mutex<HashMap<ChannelId, (std::time::Instant, Arc<store::Channel>)>>,
     pacing: Mutex<HashMap<ChannelId, dispatcher::Pacer>>,
     /// Woken when an outbound message is written, so the dispatcher need not poll hard.
     pub outbox_ready: Notify,
@@ -88,6 +90,7 @@ impl Engine {
             config,
             providers: Mutex::new(HashMap::new()),
             mailers: Mutex::new(HashMap::new()),
+            webhook_channels: Mutex::new(HashMap::new()),
             pacing: Mutex::new(HashMap::new()),
             outbox_ready: Notify::new(),
             inbound_ready: Notify::new(),
@@ -97,6 +100,41 @@ impl Engine {
             http: reqwest::Client::new(),
             inbound_writer: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The channel a webhook names, read from the store at most every few seconds: at
+    /// thousands of webhooks a second, one store read each is a good part of their cost.
+    /// `fresh` reads it now. What a webhook takes from it cannot go stale in a way that
+    /// loses a message: its organisation never changes, and a signature that fails against
+    /// a kept copy is checked again against a fresh one (a rotated Auth Token), which the
+    /// caller does. Returns the channel and whether it was the kept copy.
+    pub async fn webhook_channel(
+        &self,
+        id: ChannelId,
+        fresh: bool,
+    ) -> Result<(Arc<store::Channel>, bool), EngineError> {
+        const KEEP: Duration = Duration::from_secs(10);
+        if !fresh
+            && let Some((read_at, channel)) = self
+                .webhook_channels
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&id)
+            && read_at.elapsed() < KEEP
+        {
+            return Ok((channel.clone(), true));
+        }
+        let channel = Arc::new(self.store.channel(id).await?);
+        let mut kept = self
+            .webhook_channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Channels are few; a bound keeps forged ids (each a 404) from growing the map.
+        if kept.len() >= 1024 {
+            kept.clear();
+        }
+        kept.insert(id, (std::time::Instant::now(), channel.clone()));
+        Ok((channel, false))
     }
 
     /// Replaces the provider of a channel (tests point a channel at a recording provider).

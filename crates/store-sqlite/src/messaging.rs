@@ -687,11 +687,61 @@ async fn insert_inbound_in(
 
 #[async_trait]
 impl InboundStore for SqliteStore {
+    /// One statement for the whole group (rows as a JSON array): a group commit of
+    /// hundreds of webhooks is one round trip to SQLite's thread, not one per webhook.
     async fn insert_inbounds(&self, messages: &[InboundMessage]) -> StoreResult<Vec<Received>> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let hex = |id: Uuid| id.simple().to_string();
+        let doc: Vec<serde_json::Value> = messages
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "id": hex(m.id.0),
+                    "org": hex(m.org_id.0),
+                    "channel": hex(m.channel_id.0),
+                    "sid": m.provider_message_id,
+                    "from": m.from,
+                    "to": m.to,
+                    "body": m.body,
+                    "details": m.details.to_string(),
+                    "at": micros(m.received_at),
+                    "processed": m.processed_at.map(micros),
+                    "outcome": m.outcome,
+                })
+            })
+            .collect();
         let mut tx = self.write().await?;
+        let inserted: std::collections::HashSet<Uuid> = sqlx::query_scalar(
+            "INSERT INTO inbound_messages (id, org_id, channel_id, provider_message_id, from_number, to_number, body, details, received_at, processed_at, outcome) \
+             SELECT unhex(value ->> 'id'), unhex(value ->> 'org'), unhex(value ->> 'channel'), value ->> 'sid', \
+                    value ->> 'from', value ->> 'to', value ->> 'body', value ->> 'details', value ->> 'at', \
+                    value ->> 'processed', value ->> 'outcome' \
+             FROM json_each(?) WHERE true \
+             ON CONFLICT (provider_message_id) DO NOTHING RETURNING id",
+        )
+        .bind(serde_json::Value::Array(doc).to_string())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?
+        .into_iter()
+        .collect();
         let mut out = Vec::with_capacity(messages.len());
         for m in messages {
-            out.push(insert_inbound_in(&mut tx, m).await?);
+            out.push(if inserted.contains(&m.id.0) {
+                Received::Inserted(m.id)
+            } else {
+                // Stored before (a retried webhook), or earlier in this same group.
+                let id: Uuid = sqlx::query_scalar(
+                    "SELECT id FROM inbound_messages WHERE provider_message_id = ?",
+                )
+                .bind(&m.provider_message_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+                Received::Duplicate(InboundId(id))
+            });
         }
         tx.commit().await.map_err(db)?;
         Ok(out)

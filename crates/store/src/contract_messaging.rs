@@ -294,6 +294,39 @@ pub async fn inbound_messages_are_stored_once<S: Store + MessagingStore + ?Sized
         .await
         .unwrap();
     assert_eq!(page.items[0].outcome.as_deref(), Some("inbox"));
+
+    // A group commit: new ones, one stored before, and one twice in the same group; each
+    // row comes back as it was given, with every field.
+    let fresh = |sid: &str| InboundMessage {
+        id: InboundId::new(),
+        provider_message_id: sid.into(),
+        body: format!("Body of {sid} – ñ"),
+        details: serde_json::json!({"NumMedia": "1", "MediaUrl0": "https://x.example/m"}),
+        ..m.clone()
+    };
+    let (a, b) = (fresh("SMgroupA"), fresh("SMgroupB"));
+    let a_again = InboundMessage {
+        id: InboundId::new(),
+        ..a.clone()
+    };
+    let results = store
+        .insert_inbounds(&[a.clone(), retry.clone(), b.clone(), a_again])
+        .await
+        .unwrap();
+    assert_eq!(
+        results,
+        vec![
+            Received::Inserted(a.id),
+            Received::Duplicate(m.id),
+            Received::Inserted(b.id),
+            Received::Duplicate(a.id),
+        ]
+    );
+    assert_eq!(
+        store.unprocessed_inbound(10).await.unwrap(),
+        vec![a, b],
+        "stored once each, as given"
+    );
 }
 
 pub async fn consent_ledger_keeps_state_and_history<S: Store + MessagingStore + ?Sized>(store: &S) {

@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use channels::twilio::signature;
 use domain::ids::ChannelId;
+use std::sync::Arc;
 use store::{Channel, StoreError};
 
 const EMPTY_TWIML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>";
@@ -28,23 +29,10 @@ async fn verified(
     uri: &Uri,
     headers: &HeaderMap,
     body: &Bytes,
-) -> Result<(Channel, Vec<(String, String)>), ApiError> {
+) -> Result<(Arc<Channel>, Vec<(String, String)>), ApiError> {
     let id: ChannelId = channel
         .parse()
         .map_err(|_| ApiError::not_found("channel"))?;
-    let channel = match state.store.channel(id).await {
-        Ok(c) => c,
-        Err(StoreError::NotFound) => return Err(ApiError::not_found("channel")),
-        Err(e) => return Err(e.into()),
-    };
-    let token = state.engine.auth_token(&channel).map_err(|e| {
-        tracing::error!(channel = %channel.id, error = %e, "cannot check a webhook signature");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the channel's credentials are not available",
-        )
-    })?;
     let url = format!(
         "{}{}",
         state.public_url.trim_end_matches('/'),
@@ -58,45 +46,79 @@ async fn verified(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/json"));
-    if is_json {
-        if !signature::verify_json(&token, &url, body, given) {
-            return Err(forbidden());
-        }
-        let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| {
+    // A form is read before its signature is checked (the parameters are signed); a JSON
+    // body is read after (its bytes are).
+    let form: Vec<(String, String)> = if is_json {
+        Vec::new()
+    } else {
+        serde_urlencoded::from_bytes(body).map_err(|_| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "malformed_json",
-                "the body is not valid JSON",
+                "malformed_form",
+                "the body is not form-encoded",
+            )
+        })?
+    };
+    let signed_with = |token: &str| {
+        if is_json {
+            signature::verify_json(token, &url, body, given)
+        } else {
+            signature::verify(token, &url, &form, given)
+        }
+    };
+    // The kept copy of the channel first; when its token does not match, the channel as
+    // stored now (its Auth Token may have just been rotated) before answering 403.
+    let mut fresh = false;
+    loop {
+        let (channel, kept) = match state.engine.webhook_channel(id, fresh).await {
+            Ok(c) => c,
+            Err(engine::EngineError::Store(StoreError::NotFound)) => {
+                return Err(ApiError::not_found("channel"));
+            }
+            Err(e) => return Err(crate::error::from_engine(e)),
+        };
+        let token = state.engine.auth_token(&channel).map_err(|e| {
+            tracing::error!(channel = %channel.id, error = %e, "cannot check a webhook signature");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the channel's credentials are not available",
             )
         })?;
-        let params = value
-            .as_object()
-            .map(|o| {
-                o.iter()
-                    .map(|(k, v)| {
-                        (
-                            k.clone(),
-                            v.as_str()
-                                .map(str::to_owned)
-                                .unwrap_or_else(|| v.to_string()),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        return Ok((channel, params));
+        if signed_with(&token) {
+            return Ok((channel, if is_json { json_params(body)? } else { form }));
+        }
+        if !kept {
+            return Err(forbidden());
+        }
+        fresh = true;
     }
-    let params: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|_| {
+}
+
+/// A JSON webhook's fields as parameters (non-string values as their JSON text).
+fn json_params(body: &Bytes) -> Result<Vec<(String, String)>, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            "malformed_form",
-            "the body is not form-encoded",
+            "malformed_json",
+            "the body is not valid JSON",
         )
     })?;
-    if !signature::verify(&token, &url, &params, given) {
-        return Err(forbidden());
-    }
-    Ok((channel, params))
+    Ok(value
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 fn twiml() -> Response {

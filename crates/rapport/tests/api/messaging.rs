@@ -20,6 +20,7 @@ crate::both_backends!(
     replies_open_conversations_for_the_care_team_with_the_right_flags,
     pictures_patients_text_are_fetched_and_shown_to_staff,
     a_burst_of_webhooks_is_committed_together_and_each_stored_once,
+    a_changed_auth_token_is_honoured_at_once_by_the_webhooks,
 );
 
 const OUR_NUMBER: &str = "+12015550100";
@@ -745,4 +746,62 @@ async fn a_burst_of_webhooks_is_committed_together_and_each_stored_once(app: &Te
             .unwrap();
         assert_eq!(stored.items.len(), 1, "sender {i}");
     }
+}
+
+/// Webhooks keep a copy of their channel for a few seconds; a signature that fails against
+/// it is checked against the channel as stored now before the 403, so a token changed
+/// (by another node, say) loses no message, and the old token stops working at once.
+async fn a_changed_auth_token_is_honoured_at_once_by_the_webhooks(app: &TestApp) {
+    let sim = simulator().await;
+    let c = channel(app, &sim, false).await;
+    let url = inbound_url(app, &c);
+    let post = |token: String, sender: &'static str| {
+        let url = url.clone();
+        let params = sim.inbound_params(sender, OUR_NUMBER, "Running late", &[]);
+        async move {
+            let signature = channels::twilio::signature::sign(&token, &url, &params);
+            app.client
+                .post(&url)
+                .header("X-Twilio-Signature", signature)
+                .form(&params)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(
+        post(sim.auth_token().into(), "+12015550171").await,
+        StatusCode::OK
+    );
+    // The token now comes from an environment variable (any one that is set will do).
+    let id: domain::ids::ChannelId = c["id"].as_str().unwrap().parse().unwrap();
+    let mut stored = app.store.channel(id).await.unwrap();
+    stored.auth_token_env = Some("PATH".into());
+    stored.auth_token_sealed = None;
+    app.store.update_channel(&stored).await.unwrap();
+    let new_token = std::env::var("PATH").unwrap();
+    assert_eq!(post(new_token, "+12015550172").await, StatusCode::OK);
+    assert_eq!(
+        post(sim.auth_token().into(), "+12015550173").await,
+        StatusCode::FORBIDDEN,
+        "the old token no longer signs"
+    );
+    let from = |n: &'static str| async move {
+        app.store
+            .inbound_from(app.org.id, n, &store::PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .len()
+    };
+    assert_eq!(
+        (
+            from("+12015550171").await,
+            from("+12015550172").await,
+            from("+12015550173").await
+        ),
+        (1, 1, 0)
+    );
+    sim.stop().await;
 }
