@@ -7,9 +7,10 @@ use domain::ids::{ConsentEventId, InboundId};
 use domain::keywords::{Intent, Language, ReplyKind, classify};
 use domain::message_state::{MessageKind, MessageState};
 use domain::{E164, OrgId, Organization};
+use std::collections::HashMap;
 use store::{
     Channel, ConsentEvent, Enqueued, InboundMessage, PageRequest, PatientQuery, Received,
-    StateChange,
+    RoutedInbound, StateChange,
 };
 
 /// Consent scope a keyword changes: the whole organisation, the most a patient can mean.
@@ -46,7 +47,12 @@ impl Engine {
             org_id: channel.org_id,
             channel_id: channel.id,
             provider_message_id: sid,
-            from: E164::parse(&from, "US").map(String::from).unwrap_or(from),
+            // Providers send E.164 already; anything else is normalised (or kept as sent).
+            from: if is_e164_form(&from) {
+                from
+            } else {
+                E164::parse(&from, "US").map(String::from).unwrap_or(from)
+            },
             to: get("To").unwrap_or_default(),
             body: get("Body").unwrap_or_default(),
             details: serde_json::Value::Object(details),
@@ -56,6 +62,8 @@ impl Engine {
         };
         let received = self.write_inbound(message).await?;
         if matches!(received, Received::Inserted(_)) {
+            self.inbound_arrivals
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.inbound_ready.notify_one();
         }
         Ok(received)
@@ -69,55 +77,92 @@ impl Engine {
     /// by the message). Not waiting for the disk per transaction keeps the router up with
     /// the webhooks, which share the one SQLite writer.
     pub async fn process_inbound_step(&self) -> Result<usize, EngineError> {
-        store::durability::derived(self.route_inbound_page()).await
+        store::durability::derived(self.route_inbound_page(ROUTER_PAGE)).await
     }
 
-    async fn route_inbound_page(&self) -> Result<usize, EngineError> {
-        let pending = self.store.unprocessed_inbound(100).await?;
+    async fn route_inbound_page(&self, limit: u32) -> Result<usize, EngineError> {
+        let pending = self.store.unprocessed_inbound(limit).await?;
         let n = pending.len();
+        // What each message's routing leaves for the page's one closing transaction:
+        // its conversation's activity, its events, and the mark that it is routed. A
+        // failure part-way records the ones already routed and leaves the rest pending.
+        let mut routed = Vec::with_capacity(n);
+        let mut orgs: HashMap<OrgId, Organization> = HashMap::new();
+        let mut failed = None;
         for m in pending {
-            self.fetch_media(&m).await?;
-            // The organisation and the number's patients, read once for routing and events.
-            let org = self.store.organization(m.org_id).await?;
-            let patients = self.patients_of_number(&org, &m.from).await?;
-            let outcome = self.route(&org, &patients, &m).await?;
-            let (needs_team, attention) = match outcome.as_str() {
-                "inbox:possible_opt_out" => {
-                    (true, Some("possible opt-out: read it before texting again"))
+            match self.route_one(&m, &mut orgs).await {
+                Ok(r) => routed.push(r),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
                 }
-                "opt_out+cancel_request" => (
-                    true,
-                    Some("replied CANCEL: may want to cancel the appointment"),
-                ),
-                "inbox" | "yes" => (true, None),
-                _ => (false, None),
-            };
-            self.store
-                .touch_conversation(m.org_id, &m.from, m.received_at, needs_team, attention)
-                .await?;
-            self.record_inbound_events(&org, &patients, &m, &outcome)
-                .await?;
-            self.store
-                .mark_inbound_processed(m.id, &outcome, self.clock.now())
-                .await?;
+            }
         }
-        if n > 0 {
+        self.store.finish_inbound(&routed).await?;
+        if !routed.is_empty() {
+            self.events_ready.notify_one();
             self.outbox_ready.notify_one();
         }
-        Ok(n)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(n),
+        }
     }
 
-    /// Records `message.received` (and `consent.changed` for a keyword that changed
-    /// consent) for the webhooks and journeys that follow events. Written before the
-    /// message is marked routed: a crash in between records them again (same inbound id
-    /// in the payload), never loses them.
-    async fn record_inbound_events(
+    async fn route_one(
+        &self,
+        m: &InboundMessage,
+        orgs: &mut HashMap<OrgId, Organization>,
+    ) -> Result<RoutedInbound, EngineError> {
+        self.fetch_media(m).await?;
+        // The organisation (once per page) and the number's patients, read once for
+        // routing and events.
+        let org = match orgs.get(&m.org_id) {
+            Some(o) => o.clone(),
+            None => {
+                let o = self.store.organization(m.org_id).await?;
+                orgs.insert(m.org_id, o.clone());
+                o
+            }
+        };
+        let patients = self.patients_of_number(&org, &m.from).await?;
+        let outcome = self.route(&org, &patients, m).await?;
+        let (needs_team, attention) = match outcome.as_str() {
+            "inbox:possible_opt_out" => {
+                (true, Some("possible opt-out: read it before texting again"))
+            }
+            "opt_out+cancel_request" => (
+                true,
+                Some("replied CANCEL: may want to cancel the appointment"),
+            ),
+            "inbox" | "yes" => (true, None),
+            _ => (false, None),
+        };
+        let events = self.inbound_events(&org, &patients, m, &outcome);
+        Ok(RoutedInbound {
+            id: m.id,
+            org_id: m.org_id,
+            phone: m.from.clone(),
+            received_at: m.received_at,
+            needs_team,
+            attention: attention.map(str::to_owned),
+            outcome,
+            events,
+            processed_at: self.clock.now(),
+        })
+    }
+
+    /// `message.received` (and `consent.changed` for a keyword that changed consent) for
+    /// the webhooks and journeys that follow events. Written with the mark that the
+    /// message is routed: a crash before it routes the message again, with the same
+    /// inbound id in the payload.
+    fn inbound_events(
         &self,
         org: &Organization,
         patients: &[domain::Patient],
         m: &InboundMessage,
         outcome: &str,
-    ) -> Result<(), EngineError> {
+    ) -> Vec<store::RecordEvent> {
         // A household's shared number names no one patient.
         let patient = match patients {
             [only] => Some(only.id),
@@ -167,9 +212,7 @@ impl Engine {
                 at: now,
             });
         }
-        self.store.append_events(&events).await?;
-        self.events_ready.notify_one();
-        Ok(())
+        events
     }
 
     async fn route(
@@ -368,18 +411,50 @@ impl Engine {
     }
 }
 
+/// While webhooks keep arriving, the router rests this many times as long as each page took,
+/// and takes smaller pages (shorter holds on the one SQLite writer).
+const ROUTER_YIELDS: u32 = 4;
+const ROUTER_PAGE: u32 = 100;
+const ROUTER_PAGE_BUSY: u32 = 20;
+
 impl Engine {
     /// Routes inbound messages as they arrive until `stop` turns true.
     pub async fn run_inbound(
         self: std::sync::Arc<Self>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
+        let mut busy = false;
         loop {
             if *stop.borrow() {
                 return;
             }
-            match self.process_inbound_step().await {
-                Ok(n) if n > 0 => continue,
+            let arrivals = self
+                .inbound_arrivals
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let started = std::time::Instant::now();
+            let page = if busy { ROUTER_PAGE_BUSY } else { ROUTER_PAGE };
+            let step = store::durability::derived(self.route_inbound_page(page)).await;
+            busy = false;
+            match step {
+                Ok(n) if n > 0 => {
+                    // Webhooks arrived while this page was routed: leave them the CPU and
+                    // the writer for four times as long. Answering a webhook (stored,
+                    // 200) must not wait behind routing; a backlog is routed at a fifth
+                    // of full speed while they keep coming, and at full speed once they
+                    // stop.
+                    if self
+                        .inbound_arrivals
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        != arrivals
+                    {
+                        busy = true;
+                        tokio::select! {
+                            _ = tokio::time::sleep(started.elapsed() * ROUTER_YIELDS) => {}
+                            _ = stop.changed() => {}
+                        }
+                    }
+                    continue;
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "inbound routing step failed"),
             }
@@ -491,22 +566,30 @@ async fn group_commit(
                 Err(_) => break,
             }
         }
-        let messages: Vec<InboundMessage> = batch.iter().map(|(m, _)| m.clone()).collect();
+        let (messages, dones): (Vec<InboundMessage>, Vec<_>) = batch.into_iter().unzip();
         match store.insert_inbounds(&messages).await {
             Ok(results) => {
-                for ((_, done), result) in batch.into_iter().zip(results) {
+                for (done, result) in dones.into_iter().zip(results) {
                     let _ = done.send(Ok(result));
                 }
             }
             Err(e) => {
                 // One bad row must not fail the others: fall back to one commit each.
                 tracing::warn!(error = %e, count = messages.len(), "group commit failed; committing one by one");
-                for (m, done) in batch {
-                    let _ = done.send(store.insert_inbound(&m).await.map_err(|e| e.to_string()));
+                for (m, done) in messages.iter().zip(dones) {
+                    let _ = done.send(store.insert_inbound(m).await.map_err(|e| e.to_string()));
                 }
             }
         }
     }
+}
+
+/// `+` and 8 to 15 digits: the form providers send, which parsing would give back as is.
+fn is_e164_form(text: &str) -> bool {
+    text.len() >= 9
+        && text.len() <= 16
+        && text.starts_with('+')
+        && text[1..].bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Spanish when any of the number's patients prefers it, else English.
@@ -515,4 +598,30 @@ fn language_of(patients: &[domain::Patient]) -> Language {
         p.preferred_language.as_deref().and_then(Language::from_tag) == Some(Language::Es)
     });
     if spanish { Language::Es } else { Language::En }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_providers_own_form_skips_parsing() {
+        for sent in ["+12015550123", "+442071838750", "+34912345678"] {
+            assert!(is_e164_form(sent), "{sent}");
+            assert_eq!(
+                E164::parse(sent, "US").unwrap().as_str(),
+                sent,
+                "parsing gives it back"
+            );
+        }
+        for other in [
+            "2015550123",
+            "+1 201 555 0123",
+            "+1201555012a",
+            "+1234567",
+            "+1234567890123456",
+        ] {
+            assert!(!is_e164_form(other), "{other}");
+        }
+    }
 }

@@ -64,6 +64,8 @@ pub struct Engine {
     pub outbox_ready: Notify,
     /// Woken when an inbound message is stored.
     pub inbound_ready: Notify,
+    /// Inbound messages stored so far (the router yields to webhooks while it moves).
+    pub(crate) inbound_arrivals: std::sync::atomic::AtomicU64,
     /// Woken when an HL7 message is stored and waits to be applied.
     pub hl7_ready: Notify,
     /// Woken when record events are written (webhooks and HL7 back to the EHR).
@@ -94,6 +96,7 @@ impl Engine {
             pacing: Mutex::new(HashMap::new()),
             outbox_ready: Notify::new(),
             inbound_ready: Notify::new(),
+            inbound_arrivals: std::sync::atomic::AtomicU64::new(0),
             hl7_ready: Notify::new(),
             events_ready: Notify::new(),
             hl7_routing_epoch: std::sync::atomic::AtomicU64::new(0),

@@ -188,7 +188,10 @@ fn document(row: PgRow) -> StoreResult<FhirDocument> {
 }
 
 /// Appends events; their identity numbers them after every event inserted before.
-async fn insert_events(conn: &mut PgConnection, events: &[RecordEvent]) -> StoreResult<()> {
+pub(crate) async fn insert_events(
+    conn: &mut PgConnection,
+    events: &[RecordEvent],
+) -> StoreResult<()> {
     for chunk in events.chunks(rows_per_insert(10)) {
         let mut q = QueryBuilder::<Postgres>::new(
             "INSERT INTO record_events (id, org_id, kind, patient_id, appointment_id, source_kind, source_ref, changes, at, routed) ",

@@ -754,16 +754,32 @@ impl InboundStore for PostgresStore {
         at: Timestamp,
     ) -> StoreResult<()> {
         let mut tx = self.write().await?;
-        let done = sqlx::query(
-            "UPDATE inbound_messages SET processed_at = $1, outcome = $2 WHERE id = $3",
-        )
-        .bind(pg_instant(at))
-        .bind(outcome)
-        .bind(id.0)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        touched(done)?;
+        mark_inbound_in(&mut tx, id, outcome, at).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn finish_inbound(&self, routed: &[store::RoutedInbound]) -> StoreResult<()> {
+        if routed.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write().await?;
+        for r in routed {
+            touch_conversation_in(
+                &mut tx,
+                r.org_id,
+                &r.phone,
+                r.received_at,
+                r.needs_team,
+                r.attention.as_deref(),
+            )
+            .await?;
+            mark_inbound_in(&mut tx, r.id, &r.outcome, r.processed_at).await?;
+        }
+        let events: Vec<store::RecordEvent> = routed
+            .iter()
+            .flat_map(|r| r.events.iter().cloned())
+            .collect();
+        crate::ehr::insert_events(&mut tx, &events).await?;
         tx.commit().await.map_err(db)
     }
 
@@ -891,6 +907,51 @@ fn conversation(row: PgRow) -> StoreResult<store::Conversation> {
     })
 }
 
+async fn mark_inbound_in(
+    tx: &mut sqlx::Transaction<'static, Postgres>,
+    id: InboundId,
+    outcome: &str,
+    at: Timestamp,
+) -> StoreResult<()> {
+    let done =
+        sqlx::query("UPDATE inbound_messages SET processed_at = $1, outcome = $2 WHERE id = $3")
+            .bind(pg_instant(at))
+            .bind(outcome)
+            .bind(id.0)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+    touched(done)
+}
+
+async fn touch_conversation_in(
+    tx: &mut sqlx::Transaction<'static, Postgres>,
+    org: OrgId,
+    phone: &str,
+    when: Timestamp,
+    needs_team: bool,
+    attention: Option<&str>,
+) -> StoreResult<sqlx::postgres::PgRow> {
+    sqlx::query(
+        "INSERT INTO conversations (id, org_id, phone, status, attention, last_message_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $6) \
+         ON CONFLICT (org_id, phone) DO UPDATE SET \
+           last_message_at = GREATEST(conversations.last_message_at, excluded.last_message_at), \
+           status = CASE WHEN $7 THEN 'open' ELSE conversations.status END, \
+           attention = COALESCE(excluded.attention, conversations.attention) \
+         RETURNING *",
+    )
+    .bind(domain::ids::ConversationId::new().0)
+    .bind(org.0)
+    .bind(phone)
+    .bind(if needs_team { "open" } else { "closed" })
+    .bind(attention)
+    .bind(pg_instant(when))
+    .bind(needs_team)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(db)
+}
+
 #[async_trait]
 impl store::ConversationStore for PostgresStore {
     async fn touch_conversation(
@@ -902,24 +963,7 @@ impl store::ConversationStore for PostgresStore {
         attention: Option<&str>,
     ) -> StoreResult<store::Conversation> {
         let mut tx = self.write().await?;
-        let row = sqlx::query(
-            "INSERT INTO conversations (id, org_id, phone, status, attention, last_message_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $6) \
-             ON CONFLICT (org_id, phone) DO UPDATE SET \
-               last_message_at = GREATEST(conversations.last_message_at, excluded.last_message_at), \
-               status = CASE WHEN $7 THEN 'open' ELSE conversations.status END, \
-               attention = COALESCE(excluded.attention, conversations.attention) \
-             RETURNING *",
-        )
-        .bind(domain::ids::ConversationId::new().0)
-        .bind(org.0)
-        .bind(phone)
-        .bind(if needs_team { "open" } else { "closed" })
-        .bind(attention)
-        .bind(pg_instant(when))
-        .bind(needs_team)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db)?;
+        let row = touch_conversation_in(&mut tx, org, phone, when, needs_team, attention).await?;
         tx.commit().await.map_err(db)?;
         conversation(row)
     }

@@ -176,7 +176,10 @@ fn document(row: SqliteRow) -> StoreResult<FhirDocument> {
 }
 
 /// Appends events, numbered after every event already written.
-async fn insert_events(conn: &mut SqliteConnection, events: &[RecordEvent]) -> StoreResult<()> {
+pub(crate) async fn insert_events(
+    conn: &mut SqliteConnection,
+    events: &[RecordEvent],
+) -> StoreResult<()> {
     if events.is_empty() {
         return Ok(());
     }

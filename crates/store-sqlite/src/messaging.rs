@@ -770,15 +770,75 @@ impl InboundStore for SqliteStore {
         at: Timestamp,
     ) -> StoreResult<()> {
         let mut tx = self.write().await?;
-        let done =
-            sqlx::query("UPDATE inbound_messages SET processed_at = ?, outcome = ? WHERE id = ?")
-                .bind(micros(at))
-                .bind(outcome)
-                .bind(id.0)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-        touched(done)?;
+        mark_inbound_in(&mut tx, id, outcome, at).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn finish_inbound(&self, routed: &[store::RoutedInbound]) -> StoreResult<()> {
+        if routed.is_empty() {
+            return Ok(());
+        }
+        // Three statements for the page (rows as JSON arrays), so the one writer is held
+        // briefly and webhooks' group commits do not queue behind routing.
+        let hex = |id: Uuid| id.simple().to_string();
+        let touches: Vec<serde_json::Value> = routed
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": hex(domain::ids::ConversationId::new().0),
+                    "org": hex(r.org_id.0),
+                    "phone": r.phone,
+                    "open": r.needs_team,
+                    "attention": r.attention,
+                    "at": micros(r.received_at),
+                })
+            })
+            .collect();
+        let marks: Vec<serde_json::Value> = routed
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": hex(r.id.0),
+                    "outcome": r.outcome,
+                    "at": micros(r.processed_at),
+                })
+            })
+            .collect();
+        let mut tx = self.write().await?;
+        // Rows apply in order, so two messages from one number in a page touch it twice.
+        sqlx::query(
+            "INSERT INTO conversations (id, org_id, phone, status, attention, last_message_at, created_at) \
+             SELECT unhex(value ->> 'id'), unhex(value ->> 'org'), value ->> 'phone', \
+                    CASE WHEN value ->> 'open' THEN 'open' ELSE 'closed' END, value ->> 'attention', \
+                    value ->> 'at', value ->> 'at' \
+             FROM json_each(?) WHERE true \
+             ON CONFLICT (org_id, phone) DO UPDATE SET \
+               last_message_at = MAX(conversations.last_message_at, excluded.last_message_at), \
+               status = CASE WHEN excluded.status = 'open' THEN 'open' ELSE conversations.status END, \
+               attention = COALESCE(excluded.attention, conversations.attention)",
+        )
+        .bind(serde_json::Value::Array(touches).to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let done = sqlx::query(
+            "UPDATE inbound_messages AS i SET processed_at = c.at, outcome = c.outcome \
+             FROM (SELECT unhex(value ->> 'id') AS id, value ->> 'outcome' AS outcome, value ->> 'at' AS at \
+                   FROM json_each(?)) AS c \
+             WHERE i.id = c.id",
+        )
+        .bind(serde_json::Value::Array(marks).to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        if done.rows_affected() != routed.len() as u64 {
+            return Err(StoreError::NotFound);
+        }
+        let events: Vec<store::RecordEvent> = routed
+            .iter()
+            .flat_map(|r| r.events.iter().cloned())
+            .collect();
+        crate::ehr::insert_events(&mut tx, &events).await?;
         tx.commit().await.map_err(db)
     }
 
@@ -904,6 +964,52 @@ fn conversation(row: SqliteRow) -> StoreResult<store::Conversation> {
     })
 }
 
+async fn mark_inbound_in(
+    tx: &mut sqlx::Transaction<'static, Sqlite>,
+    id: InboundId,
+    outcome: &str,
+    at: Timestamp,
+) -> StoreResult<()> {
+    let done =
+        sqlx::query("UPDATE inbound_messages SET processed_at = ?, outcome = ? WHERE id = ?")
+            .bind(micros(at))
+            .bind(outcome)
+            .bind(id.0)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+    touched(done)
+}
+
+async fn touch_conversation_in(
+    tx: &mut sqlx::Transaction<'static, Sqlite>,
+    org: OrgId,
+    phone: &str,
+    at: Timestamp,
+    needs_team: bool,
+    attention: Option<&str>,
+) -> StoreResult<sqlx::sqlite::SqliteRow> {
+    sqlx::query(
+        "INSERT INTO conversations (id, org_id, phone, status, attention, last_message_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (org_id, phone) DO UPDATE SET \
+           last_message_at = MAX(conversations.last_message_at, excluded.last_message_at), \
+           status = CASE WHEN ? THEN 'open' ELSE conversations.status END, \
+           attention = COALESCE(excluded.attention, conversations.attention) \
+         RETURNING *",
+    )
+    .bind(domain::ids::ConversationId::new().0)
+    .bind(org.0)
+    .bind(phone)
+    .bind(if needs_team { "open" } else { "closed" })
+    .bind(attention)
+    .bind(micros(at))
+    .bind(micros(at))
+    .bind(needs_team)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(db)
+}
+
 #[async_trait]
 impl store::ConversationStore for SqliteStore {
     async fn touch_conversation(
@@ -915,25 +1021,7 @@ impl store::ConversationStore for SqliteStore {
         attention: Option<&str>,
     ) -> StoreResult<store::Conversation> {
         let mut tx = self.write().await?;
-        let row = sqlx::query(
-            "INSERT INTO conversations (id, org_id, phone, status, attention, last_message_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (org_id, phone) DO UPDATE SET \
-               last_message_at = MAX(conversations.last_message_at, excluded.last_message_at), \
-               status = CASE WHEN ? THEN 'open' ELSE conversations.status END, \
-               attention = COALESCE(excluded.attention, conversations.attention) \
-             RETURNING *",
-        )
-        .bind(domain::ids::ConversationId::new().0)
-        .bind(org.0)
-        .bind(phone)
-        .bind(if needs_team { "open" } else { "closed" })
-        .bind(attention)
-        .bind(micros(at))
-        .bind(micros(at))
-        .bind(needs_team)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db)?;
+        let row = touch_conversation_in(&mut tx, org, phone, at, needs_team, attention).await?;
         tx.commit().await.map_err(db)?;
         conversation(row)
     }

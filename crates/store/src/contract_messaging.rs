@@ -324,9 +324,45 @@ pub async fn inbound_messages_are_stored_once<S: Store + MessagingStore + ?Sized
     );
     assert_eq!(
         store.unprocessed_inbound(10).await.unwrap(),
-        vec![a, b],
+        vec![a.clone(), b.clone()],
         "stored once each, as given"
     );
+
+    // A routed page, recorded together: the conversations' activity and flags, the marks.
+    let routed = |m: &InboundMessage, outcome: &str, attention: Option<&str>| RoutedInbound {
+        id: m.id,
+        org_id: m.org_id,
+        phone: m.from.clone(),
+        received_at: m.received_at,
+        needs_team: attention.is_some(),
+        attention: attention.map(str::to_owned),
+        outcome: outcome.into(),
+        events: Vec::new(),
+        processed_at: now(),
+    };
+    store
+        .finish_inbound(&[
+            routed(&a, "help", None),
+            routed(&b, "inbox:possible_opt_out", Some("possible opt-out")),
+        ])
+        .await
+        .unwrap();
+    assert!(store.unprocessed_inbound(10).await.unwrap().is_empty());
+    let page = store
+        .inbound_from(o.id, "+12015550123", &PageRequest::default())
+        .await
+        .unwrap();
+    let outcomes: Vec<Option<&str>> = page.items.iter().map(|i| i.outcome.as_deref()).collect();
+    assert_eq!(
+        outcomes,
+        [Some("inbox"), Some("help"), Some("inbox:possible_opt_out")]
+    );
+    let open = store
+        .conversations(o.id, Some("open"), &PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(open.items.len(), 1, "the number's one conversation is open");
+    assert_eq!(open.items[0].attention.as_deref(), Some("possible opt-out"));
 }
 
 pub async fn consent_ledger_keeps_state_and_history<S: Store + MessagingStore + ?Sized>(store: &S) {

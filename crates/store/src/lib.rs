@@ -18,7 +18,7 @@ pub use ehr::{
 pub use messaging::{
     AppStore, Channel, ChannelSettings, ChannelStore, ConsentEvent, ConsentStore, Conversation,
     ConversationStore, Enqueued, InboundMedia, InboundMessage, InboundStore, MediaStore,
-    MessagingStore, OutboundMessage, OutboxStore, Received, StateChange, ThreadItem,
+    MessagingStore, OutboundMessage, OutboxStore, Received, RoutedInbound, StateChange, ThreadItem,
 };
 pub use page::{Cursor, Page, PageRequest};
 

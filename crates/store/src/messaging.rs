@@ -257,6 +257,22 @@ pub struct InboundMessage {
     pub outcome: Option<String>,
 }
 
+/// What routing made of one inbound message, recorded by `finish_inbound`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutedInbound {
+    pub id: InboundId,
+    pub org_id: OrgId,
+    /// The sender: the conversation's number.
+    pub phone: String,
+    pub received_at: Timestamp,
+    /// Open the conversation for the care team, with this flag.
+    pub needs_team: bool,
+    pub attention: Option<String>,
+    pub outcome: String,
+    pub events: Vec<crate::RecordEvent>,
+    pub processed_at: Timestamp,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Received {
     Inserted(InboundId),
@@ -276,6 +292,9 @@ pub trait InboundStore: Send + Sync {
         outcome: &str,
         at: Timestamp,
     ) -> StoreResult<()>;
+    /// Records a page of routed messages in one transaction, in order: for each, the
+    /// activity on its conversation, its events, and the message marked routed.
+    async fn finish_inbound(&self, routed: &[RoutedInbound]) -> StoreResult<()>;
     async fn inbound_from(
         &self,
         org: OrgId,
