@@ -87,10 +87,10 @@ impl Engine {
         // its conversation's activity, its events, and the mark that it is routed. A
         // failure part-way records the ones already routed and leaves the rest pending.
         let mut routed = Vec::with_capacity(n);
-        let mut orgs: HashMap<OrgId, Organization> = HashMap::new();
+        let mut seen = PageFacts::default();
         let mut failed = None;
         for m in pending {
-            match self.route_one(&m, &mut orgs).await {
+            match self.route_one(&m, &mut seen).await {
                 Ok(r) => routed.push(r),
                 Err(e) => {
                     failed = Some(e);
@@ -112,21 +112,29 @@ impl Engine {
     async fn route_one(
         &self,
         m: &InboundMessage,
-        orgs: &mut HashMap<OrgId, Organization>,
+        seen: &mut PageFacts,
     ) -> Result<RoutedInbound, EngineError> {
         self.fetch_media(m).await?;
-        // The organisation (once per page) and the number's patients, read once for
-        // routing and events.
-        let org = match orgs.get(&m.org_id) {
+        // The organisation and the channel (once per page), and the number's patients,
+        // read once for routing and events.
+        let org = match seen.orgs.get(&m.org_id) {
             Some(o) => o.clone(),
             None => {
                 let o = self.store.organization(m.org_id).await?;
-                orgs.insert(m.org_id, o.clone());
+                seen.orgs.insert(m.org_id, o.clone());
                 o
             }
         };
+        let channel = match seen.channels.get(&m.channel_id) {
+            Some(c) => c.clone(),
+            None => {
+                let c = self.store.channel(m.channel_id).await?;
+                seen.channels.insert(m.channel_id, c.clone());
+                c
+            }
+        };
         let patients = self.patients_of_number(&org, &m.from).await?;
-        let outcome = self.route(&org, &patients, m).await?;
+        let outcome = self.route(&org, &channel, &patients, m).await?;
         let (needs_team, attention) = match outcome.as_str() {
             "inbox:possible_opt_out" => {
                 (true, Some("possible opt-out: read it before texting again"))
@@ -218,10 +226,10 @@ impl Engine {
     async fn route(
         &self,
         org: &Organization,
+        channel: &Channel,
         patients: &[domain::Patient],
         m: &InboundMessage,
     ) -> Result<String, EngineError> {
-        let channel = self.store.channel(m.channel_id).await?;
         let language = language_of(patients);
         let tables = org.messaging.keyword_tables(language);
         let intent = classify(&m.body, &tables);
@@ -233,7 +241,7 @@ impl Engine {
             } => {
                 self.change_consent(org, m, "opted_out", keyword).await?;
                 self.suppress_pending(org.id, &m.from, keyword).await?;
-                self.required_reply(org, &channel, m, ReplyKind::OptOut, *language)
+                self.required_reply(org, channel, m, ReplyKind::OptOut, *language)
                     .await?;
                 if *also_cancel_request {
                     "opt_out+cancel_request"
@@ -243,14 +251,14 @@ impl Engine {
             }
             Intent::OptIn { keyword, language } => {
                 self.change_consent(org, m, "opted_in", keyword).await?;
-                self.required_reply(org, &channel, m, ReplyKind::OptIn, *language)
+                self.required_reply(org, channel, m, ReplyKind::OptIn, *language)
                     .await?;
                 "opt_in"
             }
             Intent::Yes { language } => {
                 if self.is_opted_out(org.id, &m.from).await? {
                     self.change_consent(org, m, "opted_in", "YES").await?;
-                    self.required_reply(org, &channel, m, ReplyKind::OptIn, *language)
+                    self.required_reply(org, channel, m, ReplyKind::OptIn, *language)
                         .await?;
                     "opt_in"
                 } else {
@@ -258,7 +266,7 @@ impl Engine {
                 }
             }
             Intent::Help { language } => {
-                self.required_reply(org, &channel, m, ReplyKind::Help, *language)
+                self.required_reply(org, channel, m, ReplyKind::Help, *language)
                     .await?;
                 "help"
             }
@@ -409,6 +417,13 @@ impl Engine {
             .find_map(|l| l.phone.map(|p| p.raw))
             .unwrap_or_else(|| org.name.clone()))
     }
+}
+
+/// What a page of routing reads once.
+#[derive(Default)]
+struct PageFacts {
+    orgs: HashMap<OrgId, Organization>,
+    channels: HashMap<domain::ids::ChannelId, Channel>,
 }
 
 /// While webhooks keep arriving, the router rests this many times as long as each page took,

@@ -132,7 +132,8 @@ impl Engine {
             .webhook_channels
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        // Channels are few; a bound keeps forged ids (each a 404) from growing the map.
+        // Only channels that exist are kept (an unknown id is a 404 before this); the
+        // bound is a backstop.
         if kept.len() >= 1024 {
             kept.clear();
         }
