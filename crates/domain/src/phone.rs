@@ -49,6 +49,15 @@ impl E164 {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// `+` and digits, at most 15: the form E.164 numbers are stored and sent in, which
+    /// parsing gives back unchanged when it accepts them.
+    pub fn has_canonical_form(text: &str) -> bool {
+        text.starts_with('+')
+            && text.len() > 2
+            && text.len() <= 16
+            && text[1..].bytes().all(|b| b.is_ascii_digit())
+    }
 }
 
 impl fmt::Display for E164 {
@@ -60,11 +69,7 @@ impl fmt::Display for E164 {
 impl TryFrom<String> for E164 {
     type Error = PhoneError;
     fn try_from(s: String) -> Result<Self, Self::Error> {
-        if s.starts_with('+')
-            && s.len() > 2
-            && s.len() <= 16
-            && s[1..].bytes().all(|b| b.is_ascii_digit())
-        {
+        if E164::has_canonical_form(&s) {
             Ok(Self(s))
         } else {
             E164::parse(&s, "US")

@@ -70,7 +70,7 @@ pub struct SmtpServer {
 }
 
 fn twilio() -> String {
-    "twilio".to_owned()
+    TWILIO.to_owned()
 }
 
 /// The kinds of channel.
@@ -375,38 +375,25 @@ impl Engine {
 
     /// The provider behind a channel (cached: one HTTP client per channel).
     pub fn provider(&self, channel: &Channel) -> Result<Arc<dyn SmsProvider>, EngineError> {
-        if let Some(p) = self
-            .providers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&channel.id)
-        {
-            return Ok(p.clone());
-        }
-        let mut config = TwilioConfig::new(channel.account_sid.clone(), self.auth_token(channel)?);
-        config.api_base = channel.api_base.clone();
-        config.timeout = self.config.provider_timeout;
-        let provider: Arc<dyn SmsProvider> = Arc::new(
-            TwilioRest::new(config)
-                .map_err(|e| EngineError::Config(format!("channel {}: {e}", channel.id)))?,
-        );
-        self.providers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(channel.id, provider.clone());
-        Ok(provider)
+        built_once(&self.providers, channel.id, || {
+            let mut config =
+                TwilioConfig::new(channel.account_sid.clone(), self.auth_token(channel)?);
+            config.api_base = channel.api_base.clone();
+            config.timeout = self.config.provider_timeout;
+            let provider: Arc<dyn SmsProvider> = Arc::new(
+                TwilioRest::new(config)
+                    .map_err(|e| EngineError::Config(format!("channel {}: {e}", channel.id)))?,
+            );
+            Ok(provider)
+        })
     }
 
     /// The mail server behind an SMTP channel (cached: one connection pool per channel).
     pub fn mailer(&self, channel: &Channel) -> Result<Arc<dyn EmailProvider>, EngineError> {
-        if let Some(m) = self
-            .mailers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&channel.id)
-        {
-            return Ok(m.clone());
-        }
+        built_once(&self.mailers, channel.id, || self.build_mailer(channel))
+    }
+
+    fn build_mailer(&self, channel: &Channel) -> Result<Arc<dyn EmailProvider>, EngineError> {
         let broken = |why: &str| EngineError::Config(format!("channel {}: {why}", channel.id));
         let (host, port, tls) = smtp_server_of(&channel.api_base)
             .ok_or_else(|| broken("the SMTP server URL is not valid"))?;
@@ -425,10 +412,6 @@ impl Engine {
             })
             .map_err(|e| broken(&e.to_string()))?,
         );
-        self.mailers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(channel.id, mailer.clone());
         Ok(mailer)
     }
 
@@ -453,6 +436,22 @@ impl Engine {
             channel.id
         )
     }
+}
+
+/// The value kept for `id`, built (and kept) on first use.
+fn built_once<T: Clone>(
+    kept: &std::sync::Mutex<std::collections::HashMap<ChannelId, T>>,
+    id: ChannelId,
+    build: impl FnOnce() -> Result<T, EngineError>,
+) -> Result<T, EngineError> {
+    if let Some(v) = kept.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
+        return Ok(v.clone());
+    }
+    let v = build()?;
+    kept.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id, v.clone());
+    Ok(v)
 }
 
 /// How long the engine waits for a provider before the outcome counts as unknown.

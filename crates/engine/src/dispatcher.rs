@@ -1336,13 +1336,14 @@ impl Engine {
             if is_email_channel(&channel) {
                 // A mail server cannot be asked what it kept: send again. A rare second
                 // copy of an e-mail is better than none.
+                let now = self.clock.now();
                 let mut c = StateChange::new(
                     m.id,
                     MessageState::Sending.as_str(),
                     MessageState::Queued.as_str(),
-                    self.clock.now(),
+                    now,
                 );
-                c.not_before = Some(self.clock.now());
+                c.not_before = Some(now);
                 c.reason = Some(
                     "the mail server's answer to the last attempt was not recorded; sending again"
                         .into(),

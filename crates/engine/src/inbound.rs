@@ -48,7 +48,7 @@ impl Engine {
             channel_id: channel.id,
             provider_message_id: sid,
             // Providers send E.164 already; anything else is normalised (or kept as sent).
-            from: if is_e164_form(&from) {
+            from: if E164::has_canonical_form(&from) {
                 from
             } else {
                 E164::parse(&from, "US").map(String::from).unwrap_or(from)
@@ -77,10 +77,14 @@ impl Engine {
     /// by the message). Not waiting for the disk per transaction keeps the router up with
     /// the webhooks, which share the one SQLite writer.
     pub async fn process_inbound_step(&self) -> Result<usize, EngineError> {
-        store::durability::derived(self.route_inbound_page(ROUTER_PAGE)).await
+        self.route_inbound_page(ROUTER_PAGE).await
     }
 
     async fn route_inbound_page(&self, limit: u32) -> Result<usize, EngineError> {
+        store::durability::derived(self.route_page(limit)).await
+    }
+
+    async fn route_page(&self, limit: u32) -> Result<usize, EngineError> {
         let pending = self.store.unprocessed_inbound(limit).await?;
         let n = pending.len();
         // What each message's routing leaves for the page's one closing transaction:
@@ -448,7 +452,7 @@ impl Engine {
                 .load(std::sync::atomic::Ordering::Relaxed);
             let started = std::time::Instant::now();
             let page = if busy { ROUTER_PAGE_BUSY } else { ROUTER_PAGE };
-            let step = store::durability::derived(self.route_inbound_page(page)).await;
+            let step = self.route_inbound_page(page).await;
             busy = false;
             match step {
                 Ok(n) if n > 0 => {
@@ -599,14 +603,6 @@ async fn group_commit(
     }
 }
 
-/// `+` and 8 to 15 digits: the form providers send, which parsing would give back as is.
-fn is_e164_form(text: &str) -> bool {
-    text.len() >= 9
-        && text.len() <= 16
-        && text.starts_with('+')
-        && text[1..].bytes().all(|b| b.is_ascii_digit())
-}
-
 /// Spanish when any of the number's patients prefers it, else English.
 fn language_of(patients: &[domain::Patient]) -> Language {
     let spanish = patients.iter().any(|p| {
@@ -622,7 +618,7 @@ mod tests {
     #[test]
     fn only_the_providers_own_form_skips_parsing() {
         for sent in ["+12015550123", "+442071838750", "+34912345678"] {
-            assert!(is_e164_form(sent), "{sent}");
+            assert!(E164::has_canonical_form(sent), "{sent}");
             assert_eq!(
                 E164::parse(sent, "US").unwrap().as_str(),
                 sent,
@@ -633,10 +629,10 @@ mod tests {
             "2015550123",
             "+1 201 555 0123",
             "+1201555012a",
-            "+1234567",
+            "+1",
             "+1234567890123456",
         ] {
-            assert!(!is_e164_form(other), "{other}");
+            assert!(!E164::has_canonical_form(other), "{other}");
         }
     }
 }

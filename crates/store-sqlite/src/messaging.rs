@@ -649,42 +649,6 @@ fn inbound(row: SqliteRow) -> StoreResult<InboundMessage> {
 }
 
 /// Inserts one inbound message inside `tx`, or finds the one with its provider id.
-async fn insert_inbound_in(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-    m: &InboundMessage,
-) -> StoreResult<Received> {
-    let done = sqlx::query(
-        "INSERT INTO inbound_messages (id, org_id, channel_id, provider_message_id, from_number, to_number, body, details, received_at, processed_at, outcome) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (provider_message_id) DO NOTHING",
-    )
-    .bind(m.id.0)
-    .bind(m.org_id.0)
-    .bind(m.channel_id.0)
-    .bind(&m.provider_message_id)
-    .bind(&m.from)
-    .bind(&m.to)
-    .bind(&m.body)
-    .bind(m.details.to_string())
-    .bind(micros(m.received_at))
-    .bind(m.processed_at.map(micros))
-    .bind(&m.outcome)
-    .execute(&mut **tx)
-    .await
-    .map_err(db)?;
-    let result = if done.rows_affected() == 1 {
-        Received::Inserted(m.id)
-    } else {
-        let id: Uuid =
-            sqlx::query_scalar("SELECT id FROM inbound_messages WHERE provider_message_id = ?")
-                .bind(&m.provider_message_id)
-                .fetch_one(&mut **tx)
-                .await
-                .map_err(db)?;
-        Received::Duplicate(InboundId(id))
-    };
-    Ok(result)
-}
-
 #[async_trait]
 impl InboundStore for SqliteStore {
     /// One statement for the whole group (rows as a JSON array): a group commit of
@@ -748,10 +712,10 @@ impl InboundStore for SqliteStore {
     }
 
     async fn insert_inbound(&self, m: &InboundMessage) -> StoreResult<Received> {
-        let mut tx = self.write().await?;
-        let result = insert_inbound_in(&mut tx, m).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(result)
+        let mut results = self.insert_inbounds(std::slice::from_ref(m)).await?;
+        results
+            .pop()
+            .ok_or_else(|| StoreError::Database("no result for the inbound message".into()))
     }
 
     async fn unprocessed_inbound(&self, limit: u32) -> StoreResult<Vec<InboundMessage>> {
