@@ -134,6 +134,27 @@ impl AppointmentStore for PostgresStore {
         tx.commit().await.map_err(db)
     }
 
+    async fn appointments_with_identifiers(
+        &self,
+        org: OrgId,
+        ids: &[domain::ExternalId],
+    ) -> StoreResult<Vec<Appointment>> {
+        let kinds: Vec<&str> = ids.iter().map(|i| kind(i.kind)).collect();
+        let systems: Vec<&str> = ids.iter().map(|i| i.system.as_str()).collect();
+        let values: Vec<&str> = ids.iter().map(|i| i.value.as_str()).collect();
+        let rows = sqlx::query(
+            "SELECT doc, version FROM appointments WHERE org_id = $1 AND id IN (SELECT i.appointment_id FROM appointment_identifiers i JOIN unnest($2::text[], $3::text[], $4::text[]) AS k (kind, system, value) ON i.kind = k.kind AND i.system = k.system AND i.value = k.value WHERE i.org_id = $1) ORDER BY id",
+        )
+        .bind(org.0)
+        .bind(kinds)
+        .bind(systems)
+        .bind(values)
+        .fetch_all(self.read())
+        .await
+        .map_err(db)?;
+        rows.iter().map(read_appointment).collect()
+    }
+
     async fn appointment(&self, org: OrgId, id: AppointmentId) -> StoreResult<Appointment> {
         let row =
             sqlx::query("SELECT doc, version FROM appointments WHERE org_id = $1 AND id = $2")

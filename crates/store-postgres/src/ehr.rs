@@ -40,6 +40,35 @@ fn cursor_key(key: &str) -> StoreResult<i64> {
         .map_err(|_| StoreError::Corrupt("cursor".into()))
 }
 
+/// Records each message's result in one statement; fails with `NotFound` when one of
+/// them is not in the log.
+async fn finish_rows(
+    conn: &mut PgConnection,
+    done: &[(Hl7MessageId, Hl7State, serde_json::Value)],
+    at: Timestamp,
+) -> StoreResult<()> {
+    if done.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = done.iter().map(|(id, _, _)| id.0).collect();
+    let states: Vec<&str> = done.iter().map(|(_, s, _)| s.as_str()).collect();
+    let results: Vec<Json<&serde_json::Value>> = done.iter().map(|(_, _, r)| to_doc(r)).collect();
+    let r = sqlx::query(
+        "UPDATE hl7_messages h SET state = v.state, result = v.result, processed_at = $1 FROM unnest($2::uuid[], $3::text[], $4::jsonb[]) AS v (id, state, result) WHERE h.id = v.id",
+    )
+    .bind(pg_instant(at))
+    .bind(ids)
+    .bind(states)
+    .bind(results)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    if r.rows_affected() != done.len() as u64 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
 /// Fails with `NotFound` when the row is not in `org`, else with a conflict on its state:
 /// why a transition guarded by the row's state touched nothing.
 async fn missing_or_wrong_state(
@@ -410,19 +439,50 @@ impl Hl7Store for PostgresStore {
             return Ok(());
         }
         let mut tx = self.write().await?;
-        for (id, state, result) in done {
-            let r = sqlx::query(
-                "UPDATE hl7_messages SET state = $1, result = $2, processed_at = $3 WHERE id = $4",
-            )
-            .bind(state.as_str())
-            .bind(to_doc(result))
-            .bind(pg_instant(at))
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-            touched(r)?;
+        finish_rows(&mut tx, done, at).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn apply_hl7_page(
+        &self,
+        writes: &[RecordWrite],
+        events: &[RecordEvent],
+        done: &[(Hl7MessageId, Hl7State, serde_json::Value)],
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        let new_patients: Vec<_> = writes
+            .iter()
+            .filter_map(|w| match w {
+                RecordWrite::InsertPatient(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        if !new_patients.is_empty() {
+            patients::insert_rows(&mut tx, &new_patients).await?;
         }
+        for w in writes {
+            if let RecordWrite::UpdatePatient(p) = w {
+                patients::update_row(&mut tx, p).await?;
+            }
+        }
+        let new_appointments: Vec<_> = writes
+            .iter()
+            .filter_map(|w| match w {
+                RecordWrite::InsertAppointment(a) => Some(a.clone()),
+                _ => None,
+            })
+            .collect();
+        if !new_appointments.is_empty() {
+            appointments::insert_rows(&mut tx, &new_appointments).await?;
+        }
+        for w in writes {
+            if let RecordWrite::UpdateAppointment(a) = w {
+                appointments::update_row(&mut tx, a).await?;
+            }
+        }
+        insert_events(&mut tx, events).await?;
+        finish_rows(&mut tx, done, at).await?;
         tx.commit().await.map_err(db)
     }
 

@@ -195,6 +195,22 @@ impl PatientStore for PostgresStore {
         read_patient(&row)
     }
 
+    async fn patients_with_identifiers(
+        &self,
+        org: OrgId,
+        values: &[String],
+    ) -> StoreResult<Vec<Patient>> {
+        let rows = sqlx::query(
+            "SELECT doc, version, merged_into FROM patients WHERE org_id = $1 AND merged_into IS NULL AND id IN (SELECT patient_id FROM patient_identifiers WHERE org_id = $1 AND value = ANY($2)) ORDER BY id",
+        )
+        .bind(org.0)
+        .bind(values)
+        .fetch_all(self.read())
+        .await
+        .map_err(db)?;
+        rows.iter().map(read_patient).collect()
+    }
+
     async fn search_patients(
         &self,
         org: OrgId,

@@ -129,6 +129,36 @@ impl AppointmentStore for SqliteStore {
         tx.commit().await.map_err(db)
     }
 
+    async fn appointments_with_identifiers(
+        &self,
+        org: OrgId,
+        ids: &[domain::ExternalId],
+    ) -> StoreResult<Vec<Appointment>> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(BATCH_ROWS) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT doc, version FROM appointments WHERE org_id = ",
+            );
+            q.push_bind(org.0)
+                .push(" AND id IN (SELECT appointment_id FROM appointment_identifiers WHERE org_id = ")
+                .push_bind(org.0)
+                .push(" AND (kind, system, value) IN (");
+            q.push_values(chunk, |mut b, i| {
+                b.push_bind(kind(i.kind))
+                    .push_bind(i.system.clone())
+                    .push_bind(i.value.clone());
+            });
+            q.push(")) ORDER BY id");
+            for r in q.build().fetch_all(self.read()).await.map_err(db)? {
+                out.push(read_appointment(
+                    r.try_get("doc").map_err(db)?,
+                    r.try_get("version").map_err(db)?,
+                )?);
+            }
+        }
+        Ok(out)
+    }
+
     async fn appointment(&self, org: OrgId, id: AppointmentId) -> StoreResult<Appointment> {
         let (doc, version): (String, i64) =
             sqlx::query_as("SELECT doc, version FROM appointments WHERE org_id = ? AND id = ?")

@@ -37,6 +37,32 @@ async fn next_seq(conn: &mut SqliteConnection, table: &str) -> StoreResult<i64> 
         .map_err(db)
 }
 
+/// Records each message's result, a statement per 1,000 messages; fails with `NotFound`
+/// when one of them is not in the log.
+async fn finish_rows(
+    conn: &mut SqliteConnection,
+    done: &[(Hl7MessageId, Hl7State, serde_json::Value)],
+    at: Timestamp,
+) -> StoreResult<()> {
+    for chunk in done.chunks(BATCH_ROWS) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "UPDATE hl7_messages SET state = v.column2, result = v.column3, processed_at = ",
+        );
+        q.push_bind(micros(at)).push(" FROM (");
+        q.push_values(chunk, |mut b, (id, state, result)| {
+            b.push_bind(id.0)
+                .push_bind(state.as_str())
+                .push_bind(to_doc(result));
+        });
+        q.push(") AS v WHERE hl7_messages.id = v.column1");
+        let r = q.build().execute(&mut *conn).await.map_err(db)?;
+        if r.rows_affected() != chunk.len() as u64 {
+            return Err(StoreError::NotFound);
+        }
+    }
+    Ok(())
+}
+
 /// Fails with `NotFound` when the row is not in `org`, else with a conflict on its state:
 /// why a transition guarded by the row's state touched nothing.
 async fn missing_or_wrong_state(
@@ -306,16 +332,25 @@ impl Hl7Store for SqliteStore {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.write().await?;
-        let mut seq = next_seq(&mut tx, "hl7_messages").await?;
-        let mut stored = HashSet::with_capacity(messages.len());
-        for chunk in messages.chunks(BATCH_ROWS) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO hl7_messages (id, seq, org_id, interface_id, received_at, sender, control_id, content_hash, message_type, raw, ack, ack_code, state, result, processed_at) ",
+        // The whole group commit is one command to the writer's thread (the messages'
+        // senders are waiting for it). Each row's seq is the table's highest before this
+        // statement plus its place in the batch: SQLite reads the SELECT's rows, the
+        // subquery included, before it inserts any of them, as the SELECT reads the table
+        // it inserts into.
+        let mut q = SqliteStore::one_command();
+        for (c, chunk) in messages.chunks(BATCH_ROWS).enumerate() {
+            if c > 0 {
+                q.push("; ");
+            }
+            q.push(
+                "INSERT INTO hl7_messages (id, seq, org_id, interface_id, received_at, sender, control_id, content_hash, message_type, raw, ack, ack_code, state, result, processed_at) \
+                 SELECT column1, (SELECT COALESCE(MAX(seq), 0) FROM hl7_messages) + column2, column3, column4, column5, column6, column7, column8, column9, column10, column11, column12, column13, column14, column15 FROM (",
             );
+            let mut place = 0i64;
             q.push_values(chunk, |mut b, m| {
+                place += 1;
                 b.push_bind(m.id.0)
-                    .push_bind(seq)
+                    .push_bind(place)
                     .push_bind(m.org_id.0)
                     .push_bind(m.interface_id.map(|i| i.0))
                     .push_bind(micros(m.received_at))
@@ -329,26 +364,28 @@ impl Hl7Store for SqliteStore {
                     .push_bind(m.state.as_str())
                     .push_bind(m.result.as_ref().map(to_doc))
                     .push_bind(m.processed_at.map(micros));
-                seq += 1;
             });
             // A row whose key is taken (stored before, or earlier in this very batch) is
-            // skipped; RETURNING names the rows that were stored.
+            // skipped; RETURNING names the rows that were stored. (`WHERE true` tells the
+            // parser the ON CONFLICT belongs to the INSERT.)
             q.push(
-                " ON CONFLICT (org_id, sender, control_id, content_hash) DO NOTHING RETURNING id",
+                ") WHERE true ON CONFLICT (org_id, sender, control_id, content_hash) DO NOTHING RETURNING id",
             );
-            let ids: Vec<Uuid> = q
-                .build_query_scalar()
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db)?;
-            stored.extend(ids);
         }
+        let rows = self.write_in_one_command(q).await?;
+        let stored: HashSet<Uuid> = rows
+            .iter()
+            .map(|r| r.try_get::<Uuid, _>(0))
+            .collect::<Result<_, _>>()
+            .map_err(db)?;
         let mut out = Vec::with_capacity(messages.len());
         for m in messages {
             if stored.contains(&m.id.0) {
                 out.push(Recorded::Stored);
                 continue;
             }
+            // A duplicate: its original is committed (before this batch, or by it), and
+            // rows of the log are never changed but for their processing state.
             let (id, ack): (Uuid, String) = sqlx::query_as(
                 "SELECT id, ack FROM hl7_messages WHERE org_id = ? AND sender = ? AND control_id = ? AND content_hash = ?",
             )
@@ -356,7 +393,7 @@ impl Hl7Store for SqliteStore {
             .bind(&m.sender)
             .bind(&m.control_id)
             .bind(&m.content_hash)
-            .fetch_one(&mut *tx)
+            .fetch_one(self.read())
             .await
             .map_err(db)?;
             out.push(Recorded::Duplicate {
@@ -364,7 +401,6 @@ impl Hl7Store for SqliteStore {
                 ack,
             });
         }
-        tx.commit().await.map_err(db)?;
         Ok(out)
     }
 
@@ -409,19 +445,46 @@ impl Hl7Store for SqliteStore {
             return Ok(());
         }
         let mut tx = self.write().await?;
-        for (id, state, result) in done {
-            let r = sqlx::query(
-                "UPDATE hl7_messages SET state = ?, result = ?, processed_at = ? WHERE id = ?",
-            )
-            .bind(state.as_str())
-            .bind(to_doc(result))
-            .bind(micros(at))
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-            touched(r)?;
+        finish_rows(&mut tx, done, at).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn apply_hl7_page(
+        &self,
+        writes: &[RecordWrite],
+        events: &[RecordEvent],
+        done: &[(Hl7MessageId, Hl7State, serde_json::Value)],
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        let new_patients: Vec<_> = writes
+            .iter()
+            .filter_map(|w| match w {
+                RecordWrite::InsertPatient(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        patients::insert_rows(&mut tx, &new_patients).await?;
+        for w in writes {
+            if let RecordWrite::UpdatePatient(p) = w {
+                patients::update_row(&mut tx, p).await?;
+            }
         }
+        let new_appointments: Vec<_> = writes
+            .iter()
+            .filter_map(|w| match w {
+                RecordWrite::InsertAppointment(a) => Some(a.clone()),
+                _ => None,
+            })
+            .collect();
+        appointments::insert_rows(&mut tx, &new_appointments).await?;
+        for w in writes {
+            if let RecordWrite::UpdateAppointment(a) = w {
+                appointments::update_row(&mut tx, a).await?;
+            }
+        }
+        insert_events(&mut tx, events).await?;
+        finish_rows(&mut tx, done, at).await?;
         tx.commit().await.map_err(db)
     }
 

@@ -13,10 +13,11 @@ mod setup;
 use async_trait::async_trait;
 use jiff::Timestamp;
 use serde_json::Value;
+use sqlx::sqlite::SqliteRow;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Execute, QueryBuilder, Sqlite, Transaction};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -37,6 +38,10 @@ pub struct SqliteStore {
     /// Set while the writer runs a derived transaction at `synchronous=NORMAL`; the
     /// writer pool puts it back to `FULL` before anyone else gets the connection.
     relaxed: Arc<AtomicBool>,
+    /// Set while the writer runs a transaction sent as one command
+    /// ([`SqliteStore::write_in_one_command`]); should that command be dropped half-way,
+    /// the writer pool rolls the transaction back before anyone else gets the connection.
+    open: Arc<AtomicBool>,
 }
 
 impl SqliteStore {
@@ -61,16 +66,27 @@ impl SqliteStore {
         }
         let relaxed = Arc::new(AtomicBool::new(false));
         let restore = relaxed.clone();
+        let open = Arc::new(AtomicBool::new(false));
+        let left_open = open.clone();
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            // Both pools hold local connections to one file: there is nothing a ping
+            // before each use could find, and on SQLite it costs a hand-off to the
+            // connection's thread and back for every statement run through the pool.
+            .test_before_acquire(false)
             // A derived write (see `store::durability`) left the connection at NORMAL:
             // back to FULL before it is handed out again, even if that write was
             // cancelled half-way. Should that fail, the pool closes the connection and
             // opens a new one, which starts at FULL.
             .after_release(move |conn, _| {
                 let restore = restore.clone();
+                let left_open = left_open.clone();
                 Box::pin(async move {
+                    if left_open.swap(false, Ordering::SeqCst) {
+                        // Fails harmlessly when the transaction did end.
+                        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                    }
                     if restore.swap(false, Ordering::SeqCst) {
                         sqlx::query("PRAGMA synchronous = FULL")
                             .execute(&mut *conn)
@@ -103,6 +119,7 @@ impl SqliteStore {
         // (nor, see above, 32 + 8 × 2 MB of reader pages).
         let readers = SqlitePoolOptions::new()
             .max_connections(READERS)
+            .test_before_acquire(false)
             .min_connections(0)
             .idle_timeout(Duration::from_secs(60))
             .max_lifetime(Duration::from_secs(300))
@@ -113,6 +130,7 @@ impl SqliteStore {
             writer,
             readers,
             relaxed,
+            open,
         })
     }
 
@@ -120,18 +138,67 @@ impl SqliteStore {
     /// waits for the disk, except inside `store::durability::derived`.
     pub(crate) async fn write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
         if store::durability::is_derived() {
-            let mut conn = self.writer.acquire().await.map_err(db)?;
-            // SQLite refuses to change the level inside a transaction: set it first.
+            let conn = self.writer.acquire().await.map_err(db)?;
+            // SQLite refuses to change the level inside a transaction: set it first, in
+            // the same command as the BEGIN (one hand-off to the connection's thread).
             self.relaxed.store(true, Ordering::SeqCst);
-            sqlx::query("PRAGMA synchronous = NORMAL")
-                .execute(&mut *conn)
-                .await
-                .map_err(db)?;
-            return Transaction::begin(conn, Some("BEGIN IMMEDIATE".into()))
-                .await
-                .map_err(db);
+            return Transaction::begin(
+                conn,
+                Some("PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE".into()),
+            )
+            .await
+            .map_err(db);
         }
         self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(db)
+    }
+
+    /// Starts the statements of a write transaction that is sent to the connection's
+    /// thread as one command by [`SqliteStore::write_in_one_command`].
+    pub(crate) fn one_command() -> QueryBuilder<'static, Sqlite> {
+        QueryBuilder::new("")
+    }
+
+    /// Runs `statements` (built from [`SqliteStore::one_command`], `;`-separated, with
+    /// their arguments) as one write transaction, `BEGIN IMMEDIATE` to `COMMIT`, in a
+    /// single hand-off to the writer connection's thread: a transaction through
+    /// [`SqliteStore::write`] takes one per statement plus two, and on a busy machine
+    /// each is a thread wake-up. Returns the rows the statements return (`RETURNING`).
+    /// Durability as [`SqliteStore::write`]: the commit waits for the disk except inside
+    /// `store::durability::derived`.
+    pub(crate) async fn write_in_one_command(
+        &self,
+        mut statements: QueryBuilder<'static, Sqlite>,
+    ) -> StoreResult<Vec<SqliteRow>> {
+        let mut conn = self.writer.acquire().await.map_err(db)?;
+        let derived = store::durability::is_derived();
+        if derived {
+            self.relaxed.store(true, Ordering::SeqCst);
+        }
+        let mut sql = String::from(if derived {
+            "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE; "
+        } else {
+            "BEGIN IMMEDIATE; "
+        });
+        sql.push_str(statements.sql());
+        sql.push_str("; COMMIT");
+        self.open.store(true, Ordering::SeqCst);
+        let arguments = statements.build().take_arguments().ok().flatten();
+        let rows = match arguments {
+            Some(a) => sqlx::query_with(&sql, a).fetch_all(&mut *conn).await,
+            None => sqlx::query(&sql).fetch_all(&mut *conn).await,
+        };
+        match rows {
+            Ok(rows) => {
+                self.open.store(false, Ordering::SeqCst);
+                Ok(rows)
+            }
+            Err(e) => {
+                // A statement failed after BEGIN: the transaction is still open.
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                self.open.store(false, Ordering::SeqCst);
+                Err(db(e))
+            }
+        }
     }
 
     pub(crate) fn read(&self) -> &SqlitePool {

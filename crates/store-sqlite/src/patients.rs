@@ -200,6 +200,36 @@ impl PatientStore for SqliteStore {
         )
     }
 
+    async fn patients_with_identifiers(
+        &self,
+        org: OrgId,
+        values: &[String],
+    ) -> StoreResult<Vec<Patient>> {
+        let mut out = Vec::new();
+        for chunk in values.chunks(BATCH_ROWS) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT doc, version, merged_into FROM patients WHERE org_id = ",
+            );
+            q.push_bind(org.0)
+                .push(" AND merged_into IS NULL AND id IN (SELECT patient_id FROM patient_identifiers WHERE org_id = ")
+                .push_bind(org.0)
+                .push(" AND value IN (");
+            let mut list = q.separated(", ");
+            for v in chunk {
+                list.push_bind(v.clone());
+            }
+            q.push(")) ORDER BY id");
+            for r in q.build().fetch_all(self.read()).await.map_err(db)? {
+                out.push(read_patient(
+                    r.try_get("doc").map_err(db)?,
+                    r.try_get("version").map_err(db)?,
+                    r.try_get("merged_into").map_err(db)?,
+                )?);
+            }
+        }
+        Ok(out)
+    }
+
     async fn search_patients(
         &self,
         org: OrgId,

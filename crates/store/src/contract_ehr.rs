@@ -24,7 +24,7 @@ macro_rules! ehr_contract_tests {
             routing_turns_events_into_deliveries, delivery_claims_are_leased_once,
             dead_deliveries_are_replayed_and_listed_newest_first, webhooks_round_trip,
             documents_round_trip_and_list_by_patient, merges_move_everything_to_the_survivor,
-            a_merge_can_create_its_survivor_and_fails_whole);
+            a_merge_can_create_its_survivor_and_fails_whole, a_page_of_hl7_results_commits_whole);
     };
     (@each $make:path; $($name:ident),*) => {
         $(
@@ -1457,4 +1457,195 @@ pub async fn a_merge_can_create_its_survivor_and_fails_whole<S: AppStore + ?Size
     );
     assert_eq!(patient_ids(store, o.id, by_mrn("M-OLD")).await, [fresh.id]);
     assert_eq!(count_events(store, o.id).await, 1);
+}
+
+/// The HL7 applier's page: what a page names is read at once, and what it changed is
+/// written with its events and results in one transaction, or not at all.
+pub async fn a_page_of_hl7_results_commits_whole<S: AppStore + ?Sized>(store: &S) {
+    let o = org(store, "page").await;
+    let other = org(store, "page-other").await;
+    let p = patient(&o, "Ana", "García", "201-555-0123", "PG1");
+    let theirs = patient(&other, "Ana", "García", "201-555-0123", "PG1");
+    let mut a = appointment(&o, &p, "2026-12-01T15:00:00Z");
+    a.identifiers = vec![domain::ExternalId {
+        kind: domain::ExternalIdKind::Filler,
+        system: "EPIC".into(),
+        value: "PG-A1".into(),
+    }];
+    store
+        .write_with_events(
+            &[
+                RecordWrite::InsertPatient(p.clone()),
+                RecordWrite::InsertAppointment(a.clone()),
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+    store.insert_patient(&theirs).await.unwrap();
+
+    let found = store
+        .patients_with_identifiers(o.id, &["PG1".into(), "nobody".into()])
+        .await
+        .unwrap();
+    assert_eq!(found, vec![p.clone()], "this organisation's only");
+    assert!(
+        store
+            .patients_with_identifiers(o.id, &["nobody".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .appointments_with_identifiers(o.id, &a.identifiers)
+            .await
+            .unwrap(),
+        vec![a.clone()]
+    );
+    let placer = domain::ExternalId {
+        kind: domain::ExternalIdKind::Placer,
+        ..a.identifiers[0].clone()
+    };
+    assert!(
+        store
+            .appointments_with_identifiers(o.id, &[placer])
+            .await
+            .unwrap()
+            .is_empty(),
+        "kind, system and value must all match"
+    );
+    assert!(
+        store
+            .appointments_with_identifiers(other.id, &a.identifiers)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let at = now();
+    let m1 = hl7_message(o.id, "PG-1", "MSH|1", at);
+    let m2 = hl7_message(o.id, "PG-2", "MSH|2", at);
+    let m3 = hl7_message(o.id, "PG-3", "MSH|3", at);
+    store
+        .record_hl7_messages(&[m1.clone(), m2.clone(), m3.clone()])
+        .await
+        .unwrap();
+    let newcomer = patient(&o, "Luis", "Ortiz", "201-555-0124", "PG2");
+    let mut booked = appointment(&o, &newcomer, "2026-12-02T15:00:00Z");
+    booked.identifiers = vec![domain::ExternalId {
+        kind: domain::ExternalIdKind::Filler,
+        system: "EPIC".into(),
+        value: "PG-A2".into(),
+    }];
+    let mut changed = p.clone();
+    changed.names[0].family = Some("García-Ruiz".into());
+    let mut moved = a.clone();
+    moved.start = Some("2026-12-03T15:00:00Z".parse().unwrap());
+    let events = [
+        record_event(o.id, "patient.created", Some(newcomer.id), None, at),
+        record_event(o.id, "patient.changed", Some(p.id), None, at),
+        record_event(
+            o.id,
+            "appointment.created",
+            Some(newcomer.id),
+            Some(booked.id),
+            at,
+        ),
+        record_event(o.id, "appointment.rescheduled", Some(p.id), Some(a.id), at),
+    ];
+    let done = [
+        (
+            m1.id,
+            Hl7State::Applied,
+            serde_json::json!({ "events": ["x"] }),
+        ),
+        (m2.id, Hl7State::Failed, serde_json::json!({ "error": "y" })),
+    ];
+    store
+        .apply_hl7_page(
+            &[
+                RecordWrite::UpdateAppointment(moved.clone()),
+                RecordWrite::InsertAppointment(booked.clone()),
+                RecordWrite::UpdatePatient(changed.clone()),
+                RecordWrite::InsertPatient(newcomer.clone()),
+            ],
+            &events,
+            &done,
+            at,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.patient(o.id, newcomer.id).await.unwrap(), newcomer);
+    assert_eq!(store.appointment(o.id, booked.id).await.unwrap(), booked);
+    let now_p = store.patient(o.id, p.id).await.unwrap();
+    assert_eq!(
+        (now_p.names[0].family.as_deref(), now_p.version),
+        (Some("García-Ruiz"), 2)
+    );
+    let now_a = store.appointment(o.id, a.id).await.unwrap();
+    assert_eq!((now_a.start, now_a.version), (moved.start, 2));
+    let logged = store
+        .events(o.id, &EventQuery::default(), &PageRequest::first(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        logged.items.iter().map(|e| e.id).collect::<Vec<_>>(),
+        events.iter().map(|e| e.id).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        store.hl7_message(o.id, m1.id).await.unwrap().state,
+        Hl7State::Applied
+    );
+    let failed = store.hl7_message(o.id, m2.id).await.unwrap();
+    assert_eq!(failed.state, Hl7State::Failed);
+    assert_eq!(failed.result, Some(serde_json::json!({ "error": "y" })));
+    assert_eq!(
+        store
+            .pending_hl7_messages(10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.id)
+            .collect::<Vec<_>>(),
+        vec![m3.id]
+    );
+
+    // A page that read a record before someone else changed it is refused whole.
+    let late = patient(&o, "Eva", "Núñez", "201-555-0125", "PG3");
+    let refused = store
+        .apply_hl7_page(
+            &[
+                RecordWrite::InsertPatient(late.clone()),
+                RecordWrite::UpdatePatient(changed.clone()),
+            ],
+            &[record_event(
+                o.id,
+                "patient.created",
+                Some(late.id),
+                None,
+                at,
+            )],
+            &[(m3.id, Hl7State::Applied, serde_json::json!({}))],
+            at,
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::VersionMismatch)),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        store.patient(o.id, late.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.pending_hl7_messages(10).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .events(o.id, &EventQuery::default(), &PageRequest::first(10))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        4
+    );
 }

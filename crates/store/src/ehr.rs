@@ -135,6 +135,17 @@ pub trait Hl7Store: Send + Sync {
         done: &[(Hl7MessageId, Hl7State, serde_json::Value)],
         at: Timestamp,
     ) -> StoreResult<()>;
+    /// Records what a page of messages changed and each message's result, in one
+    /// transaction: new patients, changed patients, new appointments, changed
+    /// appointments (changes checked against the version each carries), the events,
+    /// then the results. Each record appears at most once in `writes`.
+    async fn apply_hl7_page(
+        &self,
+        writes: &[RecordWrite],
+        events: &[RecordEvent],
+        done: &[(Hl7MessageId, Hl7State, serde_json::Value)],
+        at: Timestamp,
+    ) -> StoreResult<()>;
     /// Puts a failed message back in the queue.
     async fn retry_hl7_message(&self, org: OrgId, id: Hl7MessageId) -> StoreResult<()>;
     async fn hl7_message(&self, org: OrgId, id: Hl7MessageId) -> StoreResult<Hl7Message>;

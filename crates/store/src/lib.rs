@@ -128,6 +128,14 @@ pub trait PatientStore: Send + Sync {
         query: &PatientQuery,
         page: &PageRequest,
     ) -> StoreResult<Page<Patient>>;
+    /// Patients (not merged into another) holding an identifier whose value is one of
+    /// `values`, in any authority: every patient a page of EHR messages may name, read
+    /// at once.
+    async fn patients_with_identifiers(
+        &self,
+        org: OrgId,
+        values: &[String],
+    ) -> StoreResult<Vec<Patient>>;
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -149,6 +157,13 @@ pub trait AppointmentStore: Send + Sync {
     async fn insert_appointments(&self, appointments: &[Appointment]) -> StoreResult<()>;
     async fn update_appointment(&self, appointment: &Appointment) -> StoreResult<()>;
     async fn appointment(&self, org: OrgId, id: AppointmentId) -> StoreResult<Appointment>;
+    /// Appointments holding one of these external identifiers (kind, system and value):
+    /// every appointment a page of EHR messages may name, read at once.
+    async fn appointments_with_identifiers(
+        &self,
+        org: OrgId,
+        ids: &[domain::ExternalId],
+    ) -> StoreResult<Vec<Appointment>>;
     /// The appointment known to `org` by this external identifier.
     async fn appointment_by_identifier(
         &self,
