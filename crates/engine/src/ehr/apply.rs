@@ -14,11 +14,12 @@ use domain::ehr::{
 use domain::interface::InterfaceSettings;
 use domain::{
     Appointment, AppointmentId, AppointmentStatus, ConfirmationState, EventId, ExternalIdKind,
-    LocationId, Organization, Patient, PatientId, PatientIdentifier, Provider, ProviderId,
+    LocationId, OrgId, Organization, Patient, PatientId, PatientIdentifier, Provider, ProviderId,
     ProviderIdentifier, ZoneName,
 };
 use jiff::Timestamp;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use store::{EventSource, PageRequest, PatientQuery, RecordEvent, RecordWrite, StoreError};
 
 /// Where facts come from and how to read them.
@@ -249,17 +250,51 @@ impl Engine {
         existing: Option<Appointment>,
         applied: &mut Applied,
     ) -> Result<Appointment, ApplyError> {
-        if let Some(current) = &existing
-            && current.status == AppointmentStatus::EnteredInError
-        {
-            applied.appointment_id = Some(current.id);
-            applied.warnings.push(Warning::new(
-                "appointment",
-                "the appointment was deleted (entered-in-error); a deletion is final, so this change was not applied",
-            ));
-            return Ok(current.clone());
+        if let Some(deleted) = final_deletion(existing.as_ref(), applied) {
+            return Ok(deleted);
         }
+        let refs = self
+            .resolve_refs(
+                ctx,
+                facts,
+                existing.as_ref(),
+                &mut RefCache::default(),
+                applied,
+            )
+            .await?;
+        let AppointmentChange {
+            mut appointment,
+            created,
+            kind,
+            payload,
+        } = match appointment_change(ctx, action, facts, patient, existing, refs, applied)? {
+            Outcome::Unchanged(current) => return Ok(current),
+            Outcome::Changed(change) => change,
+        };
+        let event = self.event(ctx, kind, Some(patient.id), Some(appointment.id), payload);
+        let write = if created {
+            RecordWrite::InsertAppointment(appointment.clone())
+        } else {
+            RecordWrite::UpdateAppointment(appointment.clone())
+        };
+        self.store.write_with_events(&[write], &[event]).await?;
+        if !created {
+            appointment.version += 1;
+        }
+        applied.events.push(kind.into());
+        Ok(appointment)
+    }
 
+    /// The location, its time zone and the provider the facts name (keeping the
+    /// existing appointment's where the facts name none), through `cache`.
+    pub(crate) async fn resolve_refs(
+        &self,
+        ctx: &ApplyContext,
+        facts: &AppointmentFacts,
+        existing: Option<&Appointment>,
+        cache: &mut RefCache,
+        applied: &mut Applied,
+    ) -> Result<Refs, EngineError> {
         let location_id = match &facts.location {
             Some(loc) => match self.resolve_location(ctx, loc).await? {
                 Some(id) => Some(id),
@@ -268,123 +303,37 @@ impl Engine {
                         "location",
                         "location code not mapped to a Rapport location; the organisation's time zone applies",
                     ));
-                    existing.as_ref().and_then(|a| a.location_id)
+                    existing.and_then(|a| a.location_id)
                 }
             },
-            None => existing.as_ref().and_then(|a| a.location_id),
+            None => existing.and_then(|a| a.location_id),
         };
         let zone: ZoneName = match location_id {
-            Some(id) => match self.store.location(ctx.org.id, id).await {
-                Ok(l) => l.time_zone,
-                Err(StoreError::NotFound) => ctx.org.time_zone.clone(),
-                Err(e) => return Err(e.into()),
+            Some(id) => match cache.zones.get(&id) {
+                Some(z) => z.clone().unwrap_or_else(|| ctx.org.time_zone.clone()),
+                None => match self.store.location(ctx.org.id, id).await {
+                    Ok(l) => {
+                        cache.zones.insert(id, Some(l.time_zone.clone()));
+                        l.time_zone
+                    }
+                    Err(StoreError::NotFound) => {
+                        cache.zones.insert(id, None);
+                        ctx.org.time_zone.clone()
+                    }
+                    Err(e) => return Err(e.into()),
+                },
             },
             None => ctx.org.time_zone.clone(),
         };
         let provider_id = match &facts.provider {
-            Some(p) => Some(self.resolve_provider(ctx, p).await?),
-            None => existing.as_ref().and_then(|a| a.provider_id),
+            Some(p) => Some(self.resolve_provider(ctx, p, cache).await?),
+            None => existing.and_then(|a| a.provider_id),
         };
-        let tz = zone.time_zone();
-        let instant = |w: When| -> Option<Timestamp> {
-            match w {
-                When::Instant(t) => Some(t),
-                When::Local(dt) => dt.to_zoned(tz.clone()).ok().map(|z| z.timestamp()),
-            }
-        };
-        let start = facts.start.clone().map(instant);
-        let end = facts.end.clone().map(instant);
-        let flat = |u: Update<Option<Timestamp>>| match u {
-            Update::Set(Some(t)) => Update::Set(t),
-            Update::Set(None) | Update::Clear => Update::Clear,
-            Update::Keep => Update::Keep,
-        };
-        let (start, end) = (flat(start), flat(end));
-
-        let mut appointment = match existing.clone() {
-            Some(a) => a,
-            None => Appointment {
-                id: AppointmentId::new(),
-                org_id: ctx.org.id,
-                identifiers: Vec::new(),
-                patient_id: patient.id,
-                provider_id: None,
-                location_id: None,
-                start: None,
-                end: None,
-                time_zone: zone.clone(),
-                appointment_type: None,
-                status: facts
-                    .status
-                    .or_else(|| action.and_then(AppointmentAction::implied_status))
-                    .unwrap_or(AppointmentStatus::Booked),
-                confirmation: ConfirmationState::default(),
-                created_at: ctx.now,
-                updated_at: ctx.now,
-                version: 1,
-            },
-        };
-        let before = appointment.clone();
-        for id in &facts.identifiers {
-            if !appointment.identifiers.contains(id) {
-                appointment.identifiers.push(id.clone());
-            }
-        }
-        appointment.patient_id = patient.id;
-        appointment.location_id = location_id;
-        appointment.provider_id = provider_id;
-        appointment.time_zone = zone;
-        appointment.start = start.apply(appointment.start);
-        appointment.end = end.apply(appointment.end);
-        if let Some(status) = facts.status {
-            appointment.status = status;
-        }
-        appointment.appointment_type = facts
-            .appointment_type
-            .clone()
-            .apply(appointment.appointment_type);
-        if appointment.start.is_none() && !appointment.status.may_lack_start() {
-            return Err(ApplyError::Invalid {
-                field: "start".into(),
-                message: format!(
-                    "a {} appointment needs a start time and none was given",
-                    appointment.status.as_str()
-                ),
-            });
-        }
-        if let (Some(s), Some(e)) = (appointment.start, appointment.end)
-            && e < s
-        {
-            applied.warnings.push(Warning::new(
-                "end",
-                "the end is before the start; end ignored",
-            ));
-            appointment.end = None;
-        }
-
-        let changes = appointment_changes(&before, &appointment, existing.is_none());
-        applied.appointment_id = Some(appointment.id);
-        if existing.is_some() && changes.as_object().is_some_and(|c| c.is_empty()) {
-            return Ok(before);
-        }
-        appointment.updated_at = ctx.now;
-        let kind = appointment_event_kind(existing.as_ref().map(|_| &before), &appointment);
-        let mut payload = json!({ "changes": changes, "status": appointment.status.as_str() });
-        if let Some(a) = action {
-            payload["trigger"] = json!(a.as_str());
-        }
-        let event = self.event(ctx, kind, Some(patient.id), Some(appointment.id), payload);
-        let write = if existing.is_some() {
-            RecordWrite::UpdateAppointment(appointment.clone())
-        } else {
-            RecordWrite::InsertAppointment(appointment.clone())
-        };
-        self.store.write_with_events(&[write], &[event]).await?;
-        if existing.is_some() {
-            appointment.version += 1;
-        }
-        applied.events.push(kind.into());
-        Ok(appointment)
+        Ok(Refs {
+            location_id,
+            zone,
+            provider_id,
+        })
     }
 
     async fn resolve_location(
@@ -409,11 +358,12 @@ impl Engine {
     }
 
     /// The provider the EHR names, created on first sight (the EHR is the source of
-    /// truth for who works where).
+    /// truth for who works where). The organisation's providers are read once per cache.
     async fn resolve_provider(
         &self,
         ctx: &ApplyContext,
         p: &ResourceRef,
+        cache: &mut RefCache,
     ) -> Result<ProviderId, EngineError> {
         if let Ok(id) = p.code.parse::<ProviderId>()
             && let Ok(found) = self.store.provider(ctx.org.id, id).await
@@ -421,20 +371,28 @@ impl Engine {
             return Ok(found.id);
         }
         let system = p.system.clone().unwrap_or_else(|| "ehr".to_owned());
-        let mut page = PageRequest::first(200);
-        loop {
-            let providers = self.store.providers(ctx.org.id, &page).await?;
-            if let Some(found) = providers.items.iter().find(|pr| {
-                pr.identifiers
-                    .iter()
-                    .any(|i| i.value == p.code && (i.system == system || p.system.is_none()))
-            }) {
-                return Ok(found.id);
+        let known = match cache.providers.entry(ctx.org.id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let mut all = Vec::new();
+                let mut page = PageRequest::first(200);
+                loop {
+                    let providers = self.store.providers(ctx.org.id, &page).await?;
+                    all.extend(providers.items);
+                    match providers.next {
+                        Some(c) => page = PageRequest::after(200, c),
+                        None => break,
+                    }
+                }
+                e.insert(all)
             }
-            match providers.next {
-                Some(c) => page = PageRequest::after(200, c),
-                None => break,
-            }
+        };
+        if let Some(found) = known.iter().find(|pr| {
+            pr.identifiers
+                .iter()
+                .any(|i| i.value == p.code && (i.system == system || p.system.is_none()))
+        }) {
+            return Ok(found.id);
         }
         let provider = Provider {
             id: ProviderId::new(),
@@ -449,6 +407,7 @@ impl Engine {
             updated_at: ctx.now,
         };
         self.store.insert_provider(&provider).await?;
+        known.push(provider.clone());
         Ok(provider.id)
     }
 
@@ -552,6 +511,160 @@ impl Engine {
             at: ctx.now,
         }
     }
+}
+
+/// Where an appointment is and who sees the patient, as resolved for one message.
+pub(crate) struct Refs {
+    pub location_id: Option<LocationId>,
+    pub zone: ZoneName,
+    pub provider_id: Option<ProviderId>,
+}
+
+/// Locations' time zones and organisations' providers already read (for one message,
+/// or for a page of HL7 messages).
+#[derive(Default)]
+pub(crate) struct RefCache {
+    zones: HashMap<LocationId, Option<ZoneName>>,
+    providers: HashMap<OrgId, Vec<Provider>>,
+}
+
+/// What facts do to an appointment.
+pub(crate) enum Outcome {
+    Unchanged(Appointment),
+    Changed(AppointmentChange),
+}
+
+pub(crate) struct AppointmentChange {
+    /// As it is to be written (its version still the one read, for the check).
+    pub appointment: Appointment,
+    pub created: bool,
+    pub kind: &'static str,
+    pub payload: Value,
+}
+
+/// A deleted (entered-in-error) appointment stays deleted: a deletion is final.
+pub(crate) fn final_deletion(
+    existing: Option<&Appointment>,
+    applied: &mut Applied,
+) -> Option<Appointment> {
+    let current = existing.filter(|a| a.status == AppointmentStatus::EnteredInError)?;
+    applied.appointment_id = Some(current.id);
+    applied.warnings.push(Warning::new(
+        "appointment",
+        "the appointment was deleted (entered-in-error); a deletion is final, so this change was not applied",
+    ));
+    Some(current.clone())
+}
+
+/// Applies facts to `existing` (or a new appointment) for `patient`, in memory.
+pub(crate) fn appointment_change(
+    ctx: &ApplyContext,
+    action: Option<AppointmentAction>,
+    facts: &AppointmentFacts,
+    patient: &Patient,
+    existing: Option<Appointment>,
+    refs: Refs,
+    applied: &mut Applied,
+) -> Result<Outcome, ApplyError> {
+    let Refs {
+        location_id,
+        zone,
+        provider_id,
+    } = refs;
+    let tz = zone.time_zone();
+    let instant = |w: When| -> Option<Timestamp> {
+        match w {
+            When::Instant(t) => Some(t),
+            When::Local(dt) => dt.to_zoned(tz.clone()).ok().map(|z| z.timestamp()),
+        }
+    };
+    let start = facts.start.clone().map(instant);
+    let end = facts.end.clone().map(instant);
+    let flat = |u: Update<Option<Timestamp>>| match u {
+        Update::Set(Some(t)) => Update::Set(t),
+        Update::Set(None) | Update::Clear => Update::Clear,
+        Update::Keep => Update::Keep,
+    };
+    let (start, end) = (flat(start), flat(end));
+    let created = existing.is_none();
+    let mut appointment = match existing {
+        Some(a) => a,
+        None => Appointment {
+            id: AppointmentId::new(),
+            org_id: ctx.org.id,
+            identifiers: Vec::new(),
+            patient_id: patient.id,
+            provider_id: None,
+            location_id: None,
+            start: None,
+            end: None,
+            time_zone: zone.clone(),
+            appointment_type: None,
+            status: facts
+                .status
+                .or_else(|| action.and_then(AppointmentAction::implied_status))
+                .unwrap_or(AppointmentStatus::Booked),
+            confirmation: ConfirmationState::default(),
+            created_at: ctx.now,
+            updated_at: ctx.now,
+            version: 1,
+        },
+    };
+    let before = appointment.clone();
+    for id in &facts.identifiers {
+        if !appointment.identifiers.contains(id) {
+            appointment.identifiers.push(id.clone());
+        }
+    }
+    appointment.patient_id = patient.id;
+    appointment.location_id = location_id;
+    appointment.provider_id = provider_id;
+    appointment.time_zone = zone;
+    appointment.start = start.apply(appointment.start);
+    appointment.end = end.apply(appointment.end);
+    if let Some(status) = facts.status {
+        appointment.status = status;
+    }
+    appointment.appointment_type = facts
+        .appointment_type
+        .clone()
+        .apply(appointment.appointment_type);
+    if appointment.start.is_none() && !appointment.status.may_lack_start() {
+        return Err(ApplyError::Invalid {
+            field: "start".into(),
+            message: format!(
+                "a {} appointment needs a start time and none was given",
+                appointment.status.as_str()
+            ),
+        });
+    }
+    if let (Some(s), Some(e)) = (appointment.start, appointment.end)
+        && e < s
+    {
+        applied.warnings.push(Warning::new(
+            "end",
+            "the end is before the start; end ignored",
+        ));
+        appointment.end = None;
+    }
+
+    let changes = appointment_changes(&before, &appointment, created);
+    applied.appointment_id = Some(appointment.id);
+    if !created && changes.as_object().is_some_and(|c| c.is_empty()) {
+        return Ok(Outcome::Unchanged(before));
+    }
+    appointment.updated_at = ctx.now;
+    let kind = appointment_event_kind((!created).then_some(&before), &appointment);
+    let mut payload = json!({ "changes": changes, "status": appointment.status.as_str() });
+    if let Some(a) = action {
+        payload["trigger"] = json!(a.as_str());
+    }
+    Ok(Outcome::Changed(AppointmentChange {
+        appointment,
+        created,
+        kind,
+        payload,
+    }))
 }
 
 /// An empty patient of the context's organisation, to apply facts to.

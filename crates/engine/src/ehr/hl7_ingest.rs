@@ -4,6 +4,7 @@
 
 use super::apply::{Applied, ApplyContext, ApplyError};
 use super::hl7_map::{self, Mapped, Refusal};
+use super::hl7_page::PageRecords;
 use crate::{Engine, EngineError};
 use domain::interface::InterfaceSettings;
 use domain::{Hl7MessageId, OrgId, Organization};
@@ -19,6 +20,10 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Most messages committed together.
 const GROUP_COMMIT_MAX: usize = 512;
+/// Most messages the applier takes at once.
+const APPLY_PAGE: u32 = 256;
+/// How long the applier lets messages gather after a page that was not full.
+const APPLY_GATHER: Duration = Duration::from_millis(20);
 /// How long the interface list is trusted before it is read again.
 const INTERFACES_TTL: Duration = Duration::from_secs(5);
 
@@ -433,6 +438,49 @@ fn base36(mut n: u64) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// A stored message's facts, read again (mapping is pure and fast).
+fn map_stored(
+    ctx: &ApplyContext,
+    raw: &[u8],
+) -> Result<(Mapped, Vec<domain::ehr::Warning>), ApplyError> {
+    let message = Message::parse(raw).map_err(|e| ApplyError::Invalid {
+        field: "MSH".into(),
+        message: e.to_string(),
+    })?;
+    hl7_map::classify(&message)
+        .and_then(|kind| hl7_map::map(&message, kind, &ctx.settings))
+        .map_err(|r| ApplyError::Invalid {
+            field: r.error.segment.clone(),
+            message: r.error.message,
+        })
+}
+
+/// A message's result from what applying it did; `Err` when the database failed, so
+/// that the page is tried again rather than its messages marked failed.
+fn settle(
+    row: &Hl7Message,
+    outcome: Result<Applied, ApplyError>,
+) -> Result<(Hl7MessageId, Hl7State, serde_json::Value), EngineError> {
+    let (state, result) = match outcome {
+        Ok(applied) => (Hl7State::Applied, applied.to_json()),
+        Err(ApplyError::Invalid { field, message }) => (
+            Hl7State::Failed,
+            json!({ "error": { "field": field, "message": message } }),
+        ),
+        Err(ApplyError::Engine(EngineError::Store(
+            e @ (StoreError::Unavailable(_) | StoreError::Database(_)),
+        ))) => return Err(e.into()),
+        Err(ApplyError::Engine(e)) => (
+            Hl7State::Failed,
+            json!({ "error": { "field": null, "message": e.to_string() } }),
+        ),
+    };
+    if state == Hl7State::Failed {
+        tracing::warn!(message_id = %row.id, "HL7 message could not be applied; see its processing result");
+    }
+    Ok((row.id, state, result))
+}
+
 impl Engine {
     /// Applies stored messages in arrival order; returns how many were processed.
     ///
@@ -445,72 +493,141 @@ impl Engine {
     }
 
     async fn apply_pending_hl7_page(&self) -> Result<usize, EngineError> {
-        let pending = self.store.pending_hl7_messages(256).await?;
+        let pending = self.store.pending_hl7_messages(APPLY_PAGE).await?;
+        if pending.is_empty() {
+            return Ok(0);
+        }
         let mut orgs: std::collections::HashMap<OrgId, Organization> = Default::default();
         let mut interfaces: std::collections::HashMap<domain::InterfaceId, InterfaceSettings> =
             Default::default();
-        let n = pending.len();
-        let mut finished = Vec::with_capacity(n);
+        let mut page = Vec::with_capacity(pending.len());
         for row in pending {
-            let org = match orgs.get(&row.org_id) {
-                Some(o) => o.clone(),
+            let ctx = self.hl7_context(&row, &mut orgs, &mut interfaces).await?;
+            let mapped = map_stored(&ctx, &row.raw);
+            if let Ok((Mapped::Merge(_), _)) = &mapped {
+                // A merge moves records between patients: applied alone, after the
+                // messages before it and before those after it.
+                if page.is_empty() {
+                    return self.apply_hl7_one_by_one(vec![(row, ctx)]).await;
+                }
+                break;
+            }
+            page.push((row, ctx, mapped));
+        }
+        let n = page.len();
+        let mut records = PageRecords::default();
+        let mut by_org: Vec<OrgId> = page.iter().map(|(r, _, _)| r.org_id).collect();
+        by_org.sort();
+        by_org.dedup();
+        for org in by_org {
+            let mapped = page
+                .iter()
+                .filter(|(r, _, _)| r.org_id == org)
+                .filter_map(|(_, _, m)| m.as_ref().ok().map(|(m, _)| m));
+            PageRecords::load(self, org, mapped, &mut records).await?;
+        }
+        let mut finished = Vec::with_capacity(n);
+        for (row, ctx, mapped) in &page {
+            let outcome = match mapped {
+                Ok((m, warnings)) => {
+                    let mut applied = Applied {
+                        warnings: warnings.clone(),
+                        ..Default::default()
+                    };
+                    records
+                        .apply(self, ctx, m, &mut applied)
+                        .await
+                        .map(|()| applied)
+                }
+                Err(ApplyError::Invalid { field, message }) => Err(ApplyError::Invalid {
+                    field: field.clone(),
+                    message: message.clone(),
+                }),
+                Err(ApplyError::Engine(_)) => unreachable!("mapping reads nothing"),
+            };
+            finished.push(settle(row, outcome)?);
+        }
+        let (writes, events) = records.into_writes();
+        match self
+            .store
+            .apply_hl7_page(&writes, &events, &finished, self.clock.now())
+            .await
+        {
+            Ok(()) => {}
+            Err(
+                StoreError::VersionMismatch | StoreError::Conflict { .. } | StoreError::NotFound,
+            ) => {
+                // A record changed meanwhile, or two messages disagree about whose an
+                // identifier is: settle each message on its own.
+                tracing::info!(messages = n, "HL7 page applied again one message at a time");
+                let rows = page.into_iter().map(|(row, ctx, _)| (row, ctx)).collect();
+                return self.apply_hl7_one_by_one(rows).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if !events.is_empty() {
+            self.events_ready.notify_one();
+        }
+        Ok(n)
+    }
+
+    /// Who a stored message belongs to and how its interface reads it.
+    async fn hl7_context(
+        &self,
+        row: &Hl7Message,
+        orgs: &mut std::collections::HashMap<OrgId, Organization>,
+        interfaces: &mut std::collections::HashMap<domain::InterfaceId, InterfaceSettings>,
+    ) -> Result<ApplyContext, EngineError> {
+        let org = match orgs.get(&row.org_id) {
+            Some(o) => o.clone(),
+            None => {
+                let o = self.store.organization(row.org_id).await?;
+                orgs.insert(row.org_id, o.clone());
+                o
+            }
+        };
+        let mut settings = match row.interface_id {
+            Some(id) => match interfaces.get(&id) {
+                Some(s) => s.clone(),
                 None => {
-                    let o = self.store.organization(row.org_id).await?;
-                    orgs.insert(row.org_id, o.clone());
-                    o
+                    let s = self
+                        .store
+                        .interface(row.org_id, id)
+                        .await
+                        .map(|i| i.settings)
+                        .unwrap_or_default();
+                    interfaces.insert(id, s.clone());
+                    s
                 }
-            };
-            let mut settings = match row.interface_id {
-                Some(id) => match interfaces.get(&id) {
-                    Some(s) => s.clone(),
-                    None => {
-                        let s = self
-                            .store
-                            .interface(row.org_id, id)
-                            .await
-                            .map(|i| i.settings)
-                            .unwrap_or_default();
-                        interfaces.insert(id, s.clone());
-                        s
-                    }
-                },
-                None => InterfaceSettings::default(),
-            };
-            if settings.phone_region.is_empty() {
-                settings.phone_region = org.phone_region.clone();
-            }
-            let ctx = ApplyContext {
-                org,
-                source: EventSource {
-                    kind: "hl7".into(),
-                    reference: Some(row.id.to_string()),
-                },
-                settings,
-                now: self.clock.now(),
-            };
-            let (state, result) = match self.apply_hl7(&ctx, &row.raw).await {
-                Ok(applied) => (Hl7State::Applied, applied.to_json()),
-                Err(ApplyError::Invalid { field, message }) => (
-                    Hl7State::Failed,
-                    json!({ "error": { "field": field, "message": message } }),
-                ),
-                Err(ApplyError::Engine(EngineError::Store(
-                    e @ (StoreError::Unavailable(_) | StoreError::Database(_)),
-                ))) => {
-                    // Try again on the next pass rather than mark the message failed.
-                    return Err(e.into());
-                }
-                Err(ApplyError::Engine(e)) => (
-                    Hl7State::Failed,
-                    json!({ "error": { "field": null, "message": e.to_string() } }),
-                ),
-            };
-            if state == Hl7State::Failed {
-                tracing::warn!(message_id = %row.id, "HL7 message could not be applied; see its processing result");
-            }
-            // Results are recorded together at the end of the page (one commit). A crash
-            // before that applies these messages again, which changes nothing twice.
-            finished.push((row.id, state, result));
+            },
+            None => InterfaceSettings::default(),
+        };
+        if settings.phone_region.is_empty() {
+            settings.phone_region = org.phone_region.clone();
+        }
+        Ok(ApplyContext {
+            org,
+            source: EventSource {
+                kind: "hl7".into(),
+                reference: Some(row.id.to_string()),
+            },
+            settings,
+            now: self.clock.now(),
+        })
+    }
+
+    /// Applies messages one at a time, each change in its own transaction (merges, and
+    /// pages whose write was refused); their results are recorded together at the end.
+    /// A crash before that applies them again, which changes nothing twice.
+    async fn apply_hl7_one_by_one(
+        &self,
+        rows: Vec<(Hl7Message, ApplyContext)>,
+    ) -> Result<usize, EngineError> {
+        let n = rows.len();
+        let mut finished = Vec::with_capacity(n);
+        for (row, ctx) in rows {
+            let outcome = self.apply_hl7(&ctx, &row.raw).await;
+            finished.push(settle(&row, outcome)?);
         }
         self.store
             .finish_hl7_messages(&finished, self.clock.now())
@@ -522,16 +639,7 @@ impl Engine {
     }
 
     async fn apply_hl7(&self, ctx: &ApplyContext, raw: &[u8]) -> Result<Applied, ApplyError> {
-        let message = Message::parse(raw).map_err(|e| ApplyError::Invalid {
-            field: "MSH".into(),
-            message: e.to_string(),
-        })?;
-        let (mapped, warnings) = hl7_map::classify(&message)
-            .and_then(|kind| hl7_map::map(&message, kind, &ctx.settings))
-            .map_err(|r| ApplyError::Invalid {
-                field: r.error.segment.clone(),
-                message: r.error.message,
-            })?;
+        let (mapped, warnings) = map_stored(ctx, raw)?;
         let mut applied = Applied {
             warnings,
             ..Default::default()
@@ -555,27 +663,38 @@ impl Engine {
     }
 
     /// Applies HL7 messages as they are stored, until `stop` resolves.
+    ///
+    /// A page costs about as much to read and write whether it holds one message or
+    /// hundreds, so after a page that was not full the applier lets messages gather for
+    /// a moment ([`APPLY_GATHER`]) before it takes the next: under load it applies
+    /// large pages, and a message waits at most that long for its page.
     pub async fn run_hl7_applier(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
         loop {
-            let more = match self.apply_pending_hl7().await {
-                Ok(n) => n > 0,
+            let n = match self.apply_pending_hl7().await {
+                Ok(n) => n,
                 Err(e) => {
                     tracing::error!(error = %e, "applying HL7 messages failed; retrying");
-                    false
+                    0
                 }
             };
-            if more {
+            if n >= APPLY_PAGE as usize {
                 // A backlog must not hold up shutdown.
                 if futures::FutureExt::now_or_never(stop.as_mut()).is_some() {
                     return;
                 }
                 continue;
             }
+            if n == 0 {
+                tokio::select! {
+                    _ = &mut stop => return,
+                    _ = self.hl7_ready.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
             tokio::select! {
                 _ = &mut stop => return,
-                _ = self.hl7_ready.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(APPLY_GATHER) => {}
             }
         }
     }

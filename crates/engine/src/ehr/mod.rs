@@ -6,6 +6,7 @@ pub mod deliveries;
 pub mod hl7_ingest;
 pub mod hl7_map;
 pub mod hl7_out;
+mod hl7_page;
 pub mod import;
 pub mod mllp;
 
