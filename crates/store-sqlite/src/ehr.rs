@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use store::{
     Delivery, DeliveryState, DeliveryStore, DocumentStore, EventQuery, EventSource, EventStore,
     FhirDocument, Hl7Interface, Hl7Message, Hl7MessageQuery, Hl7State, Hl7Store, Page, PageRequest,
-    RecordEvent, RecordWrite, Recorded, StoreError, StoreResult, WebhookEndpoint,
+    RecordEvent, RecordWrite, Recorded, StoreError, StoreResult, WebhookEndpoint, WritesInOrder,
 };
 use uuid::Uuid;
 
@@ -456,32 +456,15 @@ impl Hl7Store for SqliteStore {
         done: &[(Hl7MessageId, Hl7State, serde_json::Value)],
         at: Timestamp,
     ) -> StoreResult<()> {
+        let order = WritesInOrder::of(writes);
         let mut tx = self.write().await?;
-        let new_patients: Vec<_> = writes
-            .iter()
-            .filter_map(|w| match w {
-                RecordWrite::InsertPatient(p) => Some(p.clone()),
-                _ => None,
-            })
-            .collect();
-        patients::insert_rows(&mut tx, &new_patients).await?;
-        for w in writes {
-            if let RecordWrite::UpdatePatient(p) = w {
-                patients::update_row(&mut tx, p).await?;
-            }
+        patients::insert_rows(&mut tx, &order.new_patients).await?;
+        for p in order.changed_patients {
+            patients::update_row(&mut tx, p).await?;
         }
-        let new_appointments: Vec<_> = writes
-            .iter()
-            .filter_map(|w| match w {
-                RecordWrite::InsertAppointment(a) => Some(a.clone()),
-                _ => None,
-            })
-            .collect();
-        appointments::insert_rows(&mut tx, &new_appointments).await?;
-        for w in writes {
-            if let RecordWrite::UpdateAppointment(a) = w {
-                appointments::update_row(&mut tx, a).await?;
-            }
+        appointments::insert_rows(&mut tx, &order.new_appointments).await?;
+        for a in order.changed_appointments {
+            appointments::update_row(&mut tx, a).await?;
         }
         insert_events(&mut tx, events).await?;
         finish_rows(&mut tx, done, at).await?;

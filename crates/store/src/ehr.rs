@@ -201,6 +201,36 @@ pub enum RecordWrite {
     UpdateAppointment(domain::Appointment),
 }
 
+/// Writes in the order a transaction must make them: new patients (which the new and
+/// changed appointments may name), changed patients, new appointments, changed ones.
+pub struct WritesInOrder<'w> {
+    pub new_patients: Vec<domain::Patient>,
+    pub changed_patients: Vec<&'w domain::Patient>,
+    pub new_appointments: Vec<domain::Appointment>,
+    pub changed_appointments: Vec<&'w domain::Appointment>,
+}
+
+impl<'w> WritesInOrder<'w> {
+    /// Sorts writes in which each record appears at most once.
+    pub fn of(writes: &'w [RecordWrite]) -> Self {
+        let mut order = WritesInOrder {
+            new_patients: Vec::new(),
+            changed_patients: Vec::new(),
+            new_appointments: Vec::new(),
+            changed_appointments: Vec::new(),
+        };
+        for w in writes {
+            match w {
+                RecordWrite::InsertPatient(p) => order.new_patients.push(p.clone()),
+                RecordWrite::UpdatePatient(p) => order.changed_patients.push(p),
+                RecordWrite::InsertAppointment(a) => order.new_appointments.push(a.clone()),
+                RecordWrite::UpdateAppointment(a) => order.changed_appointments.push(a),
+            }
+        }
+        order
+    }
+}
+
 #[async_trait]
 pub trait EventStore: Send + Sync {
     /// Writes the records and their events in one transaction.

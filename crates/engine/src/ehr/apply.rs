@@ -131,21 +131,7 @@ impl Engine {
         facts: &PatientFacts,
         applied: &mut Applied,
     ) -> Result<Patient, ApplyError> {
-        if !facts.identifies_someone() {
-            return Err(ApplyError::Invalid {
-                field: "patient".into(),
-                message: "a patient needs a name or an identifier".into(),
-            });
-        }
-        let mut patient = new_patient(ctx);
-        let changed = merge_patient_facts(&mut patient, facts);
-        let event = self.event(
-            ctx,
-            "patient.created",
-            Some(patient.id),
-            None,
-            json!({ "fields": changed }),
-        );
+        let (patient, event) = self.patient_created(ctx, facts)?;
         self.store
             .write_with_events(&[RecordWrite::InsertPatient(patient.clone())], &[event])
             .await?;
@@ -490,6 +476,30 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// A new patient made of the facts, and its `patient.created` event.
+    pub(crate) fn patient_created(
+        &self,
+        ctx: &ApplyContext,
+        facts: &PatientFacts,
+    ) -> Result<(Patient, RecordEvent), ApplyError> {
+        if !facts.identifies_someone() {
+            return Err(ApplyError::Invalid {
+                field: "patient".into(),
+                message: "a patient needs a name or an identifier".into(),
+            });
+        }
+        let mut patient = new_patient(ctx);
+        let changed = merge_patient_facts(&mut patient, facts);
+        let event = self.event(
+            ctx,
+            "patient.created",
+            Some(patient.id),
+            None,
+            json!({ "fields": changed }),
+        );
+        Ok((patient, event))
     }
 
     pub(crate) fn event(

@@ -502,6 +502,7 @@ impl Engine {
             Default::default();
         let mut page = Vec::with_capacity(pending.len());
         for row in pending {
+            tokio::task::yield_now().await;
             let ctx = self.hl7_context(&row, &mut orgs, &mut interfaces).await?;
             let mapped = map_stored(&ctx, &row.raw);
             if let Ok((Mapped::Merge(_), _)) = &mapped {
@@ -528,6 +529,10 @@ impl Engine {
         }
         let mut finished = Vec::with_capacity(n);
         for (row, ctx, mapped) in &page {
+            // A page is CPU work with few awaits that wait (as is reading it, above):
+            // let the MLLP connections, whose senders wait for their ACK, run between
+            // its messages.
+            tokio::task::yield_now().await;
             let outcome = match mapped {
                 Ok((m, warnings)) => {
                     let mut applied = Applied {

@@ -10,7 +10,7 @@
 
 use super::apply::{
     Applied, ApplyContext, ApplyError, Outcome, RefCache, appointment_change, final_deletion,
-    merge_patient_facts, new_patient,
+    merge_patient_facts,
 };
 use super::hl7_map::{self, Mapped};
 use crate::{Engine, EngineError};
@@ -143,21 +143,8 @@ impl PageRecords {
                     .copied()
             });
         let Some(id) = found else {
-            if !facts.identifies_someone() {
-                return Err(ApplyError::Invalid {
-                    field: "patient".into(),
-                    message: "a patient needs a name or an identifier".into(),
-                });
-            }
-            let mut patient = new_patient(ctx);
-            let changed = merge_patient_facts(&mut patient, facts);
-            self.events.push(engine.event(
-                ctx,
-                "patient.created",
-                Some(patient.id),
-                None,
-                json!({ "fields": changed }),
-            ));
+            let (patient, event) = engine.patient_created(ctx, facts)?;
+            self.events.push(event);
             applied.patient_id = Some(patient.id);
             applied.events.push("patient.created".into());
             self.add_patient(patient.clone(), true);
