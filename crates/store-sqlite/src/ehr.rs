@@ -369,39 +369,50 @@ impl Hl7Store for SqliteStore {
             // skipped; RETURNING names the rows that were stored. (`WHERE true` tells the
             // parser the ON CONFLICT belongs to the INSERT.)
             q.push(
-                ") WHERE true ON CONFLICT (org_id, sender, control_id, content_hash) DO NOTHING RETURNING id",
+                ") WHERE true ON CONFLICT (org_id, sender, control_id, content_hash) DO NOTHING RETURNING id; ",
+            );
+            // Then, before the commit, each skipped row's original and its reply, so
+            // that a duplicate's answer is known once the command has succeeded.
+            q.push("SELECT h.id, h.ack, v.column1 FROM hl7_messages h JOIN (");
+            q.push_values(chunk, |mut b, m| {
+                b.push_bind(m.id.0)
+                    .push_bind(m.org_id.0)
+                    .push_bind(m.sender.clone())
+                    .push_bind(m.control_id.clone())
+                    .push_bind(m.content_hash.clone());
+            });
+            q.push(
+                ") AS v ON h.org_id = v.column2 AND h.sender = v.column3 AND h.control_id = v.column4 AND h.content_hash = v.column5 WHERE h.id <> v.column1",
             );
         }
-        let rows = self.write_in_one_command(q).await?;
-        let stored: HashSet<Uuid> = rows
-            .iter()
-            .map(|r| r.try_get::<Uuid, _>(0))
-            .collect::<Result<_, _>>()
-            .map_err(db)?;
-        let mut out = Vec::with_capacity(messages.len());
-        for m in messages {
-            if stored.contains(&m.id.0) {
-                out.push(Recorded::Stored);
-                continue;
+        // Rows of one column are the stored ids; of three, a duplicate's original.
+        let mut stored = HashSet::with_capacity(messages.len());
+        let mut originals = std::collections::HashMap::new();
+        for r in self.write_in_one_command(q).await? {
+            if r.len() == 1 {
+                stored.insert(r.try_get::<Uuid, _>(0).map_err(db)?);
+            } else {
+                let original: Uuid = r.try_get(0).map_err(db)?;
+                let ack: String = r.try_get(1).map_err(db)?;
+                let duplicate: Uuid = r.try_get(2).map_err(db)?;
+                originals.insert(duplicate, (original, ack));
             }
-            // A duplicate: its original is committed (before this batch, or by it), and
-            // rows of the log are never changed but for their processing state.
-            let (id, ack): (Uuid, String) = sqlx::query_as(
-                "SELECT id, ack FROM hl7_messages WHERE org_id = ? AND sender = ? AND control_id = ? AND content_hash = ?",
-            )
-            .bind(m.org_id.0)
-            .bind(&m.sender)
-            .bind(&m.control_id)
-            .bind(&m.content_hash)
-            .fetch_one(self.read())
-            .await
-            .map_err(db)?;
-            out.push(Recorded::Duplicate {
-                original: Hl7MessageId(id),
-                ack,
-            });
         }
-        Ok(out)
+        messages
+            .iter()
+            .map(|m| {
+                if stored.contains(&m.id.0) {
+                    return Ok(Recorded::Stored);
+                }
+                let (original, ack) = originals.remove(&m.id.0).ok_or_else(|| {
+                    StoreError::Database("an HL7 message was neither stored nor a duplicate".into())
+                })?;
+                Ok(Recorded::Duplicate {
+                    original: Hl7MessageId(original),
+                    ack,
+                })
+            })
+            .collect()
     }
 
     async fn pending_hl7_messages(&self, limit: u32) -> StoreResult<Vec<Hl7Message>> {

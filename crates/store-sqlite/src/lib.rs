@@ -73,7 +73,8 @@ impl SqliteStore {
             .min_connections(1)
             // Both pools hold local connections to one file: there is nothing a ping
             // before each use could find, and on SQLite it costs a hand-off to the
-            // connection's thread and back for every statement run through the pool.
+            // connection's thread and back each time a connection is taken. (sqlx
+            // still pings each connection as it is given back, off the caller's path.)
             .test_before_acquire(false)
             // A derived write (see `store::durability`) left the connection at NORMAL:
             // back to FULL before it is handed out again, even if that write was

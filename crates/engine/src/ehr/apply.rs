@@ -357,28 +357,45 @@ impl Engine {
             return Ok(found.id);
         }
         let system = p.system.clone().unwrap_or_else(|| "ehr".to_owned());
-        let known = match cache.providers.entry(ctx.org.id) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                let mut all = Vec::new();
-                let mut page = PageRequest::first(200);
-                loop {
-                    let providers = self.store.providers(ctx.org.id, &page).await?;
-                    all.extend(providers.items);
-                    match providers.next {
-                        Some(c) => page = PageRequest::after(200, c),
-                        None => break,
-                    }
-                }
-                e.insert(all)
-            }
-        };
-        if let Some(found) = known.iter().find(|pr| {
+        let matches = |pr: &Provider| {
             pr.identifiers
                 .iter()
                 .any(|i| i.value == p.code && (i.system == system || p.system.is_none()))
-        }) {
-            return Ok(found.id);
+        };
+        if !cache.keep_providers {
+            // One message: read the providers until this one turns up.
+            let mut page = PageRequest::first(200);
+            loop {
+                let providers = self.store.providers(ctx.org.id, &page).await?;
+                if let Some(found) = providers.items.iter().find(|pr| matches(pr)) {
+                    return Ok(found.id);
+                }
+                match providers.next {
+                    Some(c) => page = PageRequest::after(200, c),
+                    None => break,
+                }
+            }
+        } else {
+            // A page of messages: read them all once.
+            let known = match cache.providers.entry(ctx.org.id) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let mut all = Vec::new();
+                    let mut page = PageRequest::first(200);
+                    loop {
+                        let providers = self.store.providers(ctx.org.id, &page).await?;
+                        all.extend(providers.items);
+                        match providers.next {
+                            Some(c) => page = PageRequest::after(200, c),
+                            None => break,
+                        }
+                    }
+                    e.insert(all)
+                }
+            };
+            if let Some(found) = known.iter().find(|pr| matches(pr)) {
+                return Ok(found.id);
+            }
         }
         let provider = Provider {
             id: ProviderId::new(),
@@ -393,7 +410,9 @@ impl Engine {
             updated_at: ctx.now,
         };
         self.store.insert_provider(&provider).await?;
-        known.push(provider.clone());
+        if let Some(known) = cache.providers.get_mut(&ctx.org.id) {
+            known.push(provider.clone());
+        }
         Ok(provider.id)
     }
 
@@ -535,7 +554,20 @@ pub(crate) struct Refs {
 #[derive(Default)]
 pub(crate) struct RefCache {
     zones: HashMap<LocationId, Option<ZoneName>>,
+    /// Whether to read an organisation's providers whole and keep them (a page), rather
+    /// than page through them until the one sought turns up (one message).
+    keep_providers: bool,
     providers: HashMap<OrgId, Vec<Provider>>,
+}
+
+impl RefCache {
+    /// For a page of messages: providers are read once, whole.
+    pub(crate) fn for_page() -> Self {
+        RefCache {
+            keep_providers: true,
+            ..Default::default()
+        }
+    }
 }
 
 /// What facts do to an appointment.

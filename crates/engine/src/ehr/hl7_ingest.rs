@@ -438,21 +438,18 @@ fn base36(mut n: u64) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// Why a stored message's facts cannot be read: the field, and a message for staff.
+type Unreadable = (String, String);
+
 /// A stored message's facts, read again (mapping is pure and fast).
 fn map_stored(
     ctx: &ApplyContext,
     raw: &[u8],
-) -> Result<(Mapped, Vec<domain::ehr::Warning>), ApplyError> {
-    let message = Message::parse(raw).map_err(|e| ApplyError::Invalid {
-        field: "MSH".into(),
-        message: e.to_string(),
-    })?;
+) -> Result<(Mapped, Vec<domain::ehr::Warning>), Unreadable> {
+    let message = Message::parse(raw).map_err(|e| ("MSH".to_owned(), e.to_string()))?;
     hl7_map::classify(&message)
         .and_then(|kind| hl7_map::map(&message, kind, &ctx.settings))
-        .map_err(|r| ApplyError::Invalid {
-            field: r.error.segment.clone(),
-            message: r.error.message,
-        })
+        .map_err(|r| (r.error.segment.clone(), r.error.message))
 }
 
 /// A message's result from what applying it did; `Err` when the database failed, so
@@ -492,6 +489,25 @@ impl Engine {
         store::durability::derived(self.apply_pending_hl7_page()).await
     }
 
+    /// Applies the pending messages one at a time, each change in its own transaction,
+    /// as the applier does for merges and refused pages: the reference that tests hold
+    /// the page path to.
+    #[doc(hidden)]
+    pub async fn apply_pending_hl7_one_at_a_time(&self) -> Result<usize, EngineError> {
+        store::durability::derived(async {
+            let pending = self.store.pending_hl7_messages(APPLY_PAGE).await?;
+            let mut orgs = Default::default();
+            let mut interfaces = Default::default();
+            let mut rows = Vec::with_capacity(pending.len());
+            for row in pending {
+                let ctx = self.hl7_context(&row, &mut orgs, &mut interfaces).await?;
+                rows.push((row, ctx));
+            }
+            self.apply_hl7_one_by_one(rows).await
+        })
+        .await
+    }
+
     async fn apply_pending_hl7_page(&self) -> Result<usize, EngineError> {
         let pending = self.store.pending_hl7_messages(APPLY_PAGE).await?;
         if pending.is_empty() {
@@ -516,7 +532,7 @@ impl Engine {
             page.push((row, ctx, mapped));
         }
         let n = page.len();
-        let mut records = PageRecords::default();
+        let mut records = PageRecords::new();
         let mut by_org: Vec<OrgId> = page.iter().map(|(r, _, _)| r.org_id).collect();
         by_org.sort();
         by_org.dedup();
@@ -544,11 +560,10 @@ impl Engine {
                         .await
                         .map(|()| applied)
                 }
-                Err(ApplyError::Invalid { field, message }) => Err(ApplyError::Invalid {
+                Err((field, message)) => Err(ApplyError::Invalid {
                     field: field.clone(),
                     message: message.clone(),
                 }),
-                Err(ApplyError::Engine(_)) => unreachable!("mapping reads nothing"),
             };
             finished.push(settle(row, outcome)?);
         }
@@ -644,7 +659,8 @@ impl Engine {
     }
 
     async fn apply_hl7(&self, ctx: &ApplyContext, raw: &[u8]) -> Result<Applied, ApplyError> {
-        let (mapped, warnings) = map_stored(ctx, raw)?;
+        let (mapped, warnings) = map_stored(ctx, raw)
+            .map_err(|(field, message)| ApplyError::Invalid { field, message })?;
         let mut applied = Applied {
             warnings,
             ..Default::default()

@@ -17,7 +17,7 @@ use crate::{Engine, EngineError};
 use domain::ehr::{AppointmentAction, AppointmentFacts, PatientFacts};
 use domain::{Appointment, AppointmentId, ExternalId, ExternalIdKind, OrgId, Patient, PatientId};
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use store::{RecordEvent, RecordWrite};
 
 /// The records a page touches, as the page has left them so far.
@@ -25,8 +25,9 @@ use store::{RecordEvent, RecordWrite};
 pub(crate) struct PageRecords {
     patients: HashMap<PatientId, Entry<Patient>>,
     patient_order: Vec<PatientId>,
-    /// (organisation, authority, value) → patient.
-    patient_keys: HashMap<(OrgId, String, String), PatientId>,
+    /// (organisation, authority, value) → the patients holding it (several may, under
+    /// different type codes); a search by identifier finds the first by id.
+    patient_keys: HashMap<(OrgId, String, String), BTreeSet<PatientId>>,
     appointments: HashMap<AppointmentId, Entry<Appointment>>,
     appointment_order: Vec<AppointmentId>,
     /// (organisation, kind, system, value) → appointment.
@@ -42,6 +43,13 @@ struct Entry<T> {
 }
 
 impl PageRecords {
+    pub(crate) fn new() -> Self {
+        PageRecords {
+            refs: RefCache::for_page(),
+            ..Default::default()
+        }
+    }
+
     /// Reads every patient and appointment that the mapped messages of one
     /// organisation may name.
     pub(crate) async fn load<'m>(
@@ -66,7 +74,16 @@ impl PageRecords {
         }
         values.sort();
         values.dedup();
-        appointment_ids.sort_by(|a, b| (&a.system, &a.value).cmp(&(&b.system, &b.value)));
+        appointment_ids.sort_by(|a, b| {
+            let key = |i: &ExternalId| {
+                (
+                    i.kind == ExternalIdKind::Filler,
+                    i.system.clone(),
+                    i.value.clone(),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
         appointment_ids.dedup();
         if !values.is_empty() {
             for p in engine.store.patients_with_identifiers(org, &values).await? {
@@ -87,10 +104,10 @@ impl PageRecords {
 
     fn add_patient(&mut self, p: Patient, created: bool) {
         for i in &p.identifiers {
-            // The first holder wins, as a search ordered by id would find it.
             self.patient_keys
                 .entry((p.org_id, i.authority.clone(), i.value.clone()))
-                .or_insert(p.id);
+                .or_default()
+                .insert(p.id);
         }
         if !self.patients.contains_key(&p.id) {
             self.patient_order.push(p.id);
@@ -140,7 +157,7 @@ impl PageRecords {
             .find_map(|i| {
                 self.patient_keys
                     .get(&(org, i.authority.clone(), i.value.clone()))
-                    .copied()
+                    .and_then(|holders| holders.first().copied())
             });
         let Some(id) = found else {
             let (patient, event) = engine.patient_created(ctx, facts)?;
@@ -171,11 +188,15 @@ impl PageRecords {
         applied.events.push("patient.changed".into());
         // Identifiers the change replaced no longer find this patient.
         for old in &entry.record.identifiers {
-            if !patient.identifiers.contains(old) {
-                let key = (org, old.authority.clone(), old.value.clone());
-                if self.patient_keys.get(&key) == Some(&id) {
-                    self.patient_keys.remove(&key);
-                }
+            if !patient
+                .identifiers
+                .iter()
+                .any(|i| i.authority == old.authority && i.value == old.value)
+                && let Some(holders) =
+                    self.patient_keys
+                        .get_mut(&(org, old.authority.clone(), old.value.clone()))
+            {
+                holders.remove(&id);
             }
         }
         entry.record = patient.clone();
@@ -183,7 +204,8 @@ impl PageRecords {
         for i in &patient.identifiers {
             self.patient_keys
                 .entry((org, i.authority.clone(), i.value.clone()))
-                .or_insert(id);
+                .or_default()
+                .insert(id);
         }
         Ok(patient)
     }
