@@ -210,7 +210,7 @@ impl FreshDb {
     pub async fn remove(self) -> anyhow::Result<()> {
         match self.place {
             Place::File(path) => {
-                for suffix in ["", "-wal", "-shm"] {
+                for suffix in ["", "-wal", "-shm", "-hl7journal"] {
                     let mut p = path.clone().into_os_string();
                     p.push(suffix);
                     let _ = std::fs::remove_file(p);

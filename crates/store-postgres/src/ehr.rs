@@ -389,6 +389,11 @@ impl Hl7Store for PostgresStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(db)?;
+            if id == m.id.0 {
+                // Recorded before under its own id: recording again changes nothing.
+                out.push(Recorded::Stored);
+                continue;
+            }
             out.push(Recorded::Duplicate {
                 original: Hl7MessageId(id),
                 ack,

@@ -13,12 +13,28 @@ use jiff::Timestamp;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use std::collections::HashSet;
+use std::sync::Arc;
 use store::{
     Delivery, DeliveryState, DeliveryStore, DocumentStore, EventQuery, EventSource, EventStore,
-    FhirDocument, Hl7Interface, Hl7Message, Hl7MessageQuery, Hl7State, Hl7Store, Page, PageRequest,
-    RecordEvent, RecordWrite, Recorded, StoreError, StoreResult, WebhookEndpoint, WritesInOrder,
+    FhirDocument, Hl7Interface, Hl7Journal, Hl7Message, Hl7MessageQuery, Hl7State, Hl7Store, Page,
+    PageRequest, RecordEvent, RecordWrite, Recorded, StoreError, StoreResult, WebhookEndpoint,
+    WritesInOrder,
 };
 use uuid::Uuid;
+
+/// The journal as the store's port.
+struct JournalHandle(Arc<crate::journal::Journal>);
+
+#[async_trait]
+impl Hl7Journal for JournalHandle {
+    fn append(&self, messages: &[Hl7Message]) -> StoreResult<Vec<Recorded>> {
+        self.0.append(messages)
+    }
+
+    async fn close(&self, timeout: std::time::Duration) -> bool {
+        self.0.close(timeout).await
+    }
+}
 
 fn opt_instant(v: Option<i64>) -> StoreResult<Option<Timestamp>> {
     v.map(instant).transpose()
@@ -382,7 +398,7 @@ impl Hl7Store for SqliteStore {
                     .push_bind(m.content_hash.clone());
             });
             q.push(
-                ") AS v ON h.org_id = v.column2 AND h.sender = v.column3 AND h.control_id = v.column4 AND h.content_hash = v.column5 WHERE h.id <> v.column1",
+                ") AS v ON h.org_id = v.column2 AND h.sender = v.column3 AND h.control_id = v.column4 AND h.content_hash = v.column5",
             );
         }
         // Rows of one column are the stored ids; of three, a duplicate's original.
@@ -407,6 +423,10 @@ impl Hl7Store for SqliteStore {
                 let (original, ack) = originals.remove(&m.id.0).ok_or_else(|| {
                     StoreError::Database("an HL7 message was neither stored nor a duplicate".into())
                 })?;
+                if original == m.id.0 {
+                    // Recorded before under its own id (moved again from the journal).
+                    return Ok(Recorded::Stored);
+                }
                 Ok(Recorded::Duplicate {
                     original: Hl7MessageId(original),
                     ack,
@@ -496,6 +516,18 @@ impl Hl7Store for SqliteStore {
             return Err(missing_or_wrong_state(&mut tx, "hl7_messages", org, id.0).await);
         }
         tx.commit().await.map_err(db)
+    }
+
+    async fn open_hl7_journal(
+        &self,
+        moved: Arc<dyn Fn() + Send + Sync>,
+    ) -> StoreResult<Option<Arc<dyn Hl7Journal>>> {
+        let Some(path) = &self.path else {
+            return Ok(None);
+        };
+        Ok(crate::journal::Journal::open(self, path, moved)
+            .await?
+            .map(|j| Arc::new(JournalHandle(j)) as Arc<dyn Hl7Journal>))
     }
 
     async fn hl7_message(&self, org: OrgId, id: Hl7MessageId) -> StoreResult<Hl7Message> {

@@ -5,6 +5,7 @@
 
 mod appointments;
 mod ehr;
+mod journal;
 mod messaging;
 mod organizations;
 mod patients;
@@ -18,7 +19,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Execute, QueryBuilder, Sqlite, Transaction};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +43,8 @@ pub struct SqliteStore {
     /// ([`SqliteStore::write_in_one_command`]); should that command be dropped half-way,
     /// the writer pool rolls the transaction back before anyone else gets the connection.
     open: Arc<AtomicBool>,
+    /// The database file (`None` in memory): the HL7 journal lives beside it.
+    path: Option<PathBuf>,
 }
 
 impl SqliteStore {
@@ -56,6 +59,7 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5))
             .pragma("temp_store", "memory");
+        let filename = options.get_filename().to_owned();
         if let Some(dir) = options.get_filename().parent()
             && !dir.as_os_str().is_empty()
             && !Path::new(dir).exists()
@@ -127,11 +131,14 @@ impl SqliteStore {
             .connect_with(options.pragma("cache_size", "-2000"))
             .await
             .map_err(unavailable)?;
+        // An in-memory database has no file to keep a journal beside.
+        let path = (filename.is_file()).then_some(filename);
         Ok(Self {
             writer,
             readers,
             relaxed,
             open,
+            path,
         })
     }
 

@@ -217,6 +217,17 @@ pub async fn hl7_messages_are_stored_once<S: AppStore + ?Sized>(store: &S) {
         vec![Recorded::Stored]
     );
     assert!(store.record_hl7_messages(&[]).await.unwrap().is_empty());
+    // Recording the very same message again (the journal does, for messages it had not
+    // seen reach the table before a crash) counts as stored and stores nothing twice.
+    assert_eq!(
+        store
+            .record_hl7_messages(std::slice::from_ref(&first))
+            .await
+            .unwrap(),
+        vec![Recorded::Stored]
+    );
+    let copies = store.pending_hl7_messages(100).await.unwrap();
+    assert_eq!(copies.iter().filter(|m| m.control_id == "C1").count(), 1);
 
     // The EHR sends it again (same sender, control id and bytes) in a later batch, along
     // with a new message that it also repeats within the batch, and a message that

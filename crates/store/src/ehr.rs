@@ -11,6 +11,7 @@ use domain::{
 };
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hl7Interface {
@@ -117,7 +118,8 @@ pub trait Hl7Store: Send + Sync {
     /// Every interface of every organisation (the MLLP listener matches senders).
     async fn all_interfaces(&self) -> StoreResult<Vec<Hl7Interface>>;
     /// Stores received messages in one transaction (group commit), each unless it is a
-    /// duplicate. Results are in the order given.
+    /// duplicate. Results are in the order given. A message already stored under its own
+    /// id counts as stored: recording the same message again changes nothing.
     async fn record_hl7_messages(&self, messages: &[Hl7Message]) -> StoreResult<Vec<Recorded>>;
     /// Pending messages in the order they arrived.
     async fn pending_hl7_messages(&self, limit: u32) -> StoreResult<Vec<Hl7Message>>;
@@ -156,6 +158,35 @@ pub trait Hl7Store: Send + Sync {
         query: &Hl7MessageQuery,
         page: &PageRequest,
     ) -> StoreResult<Page<Hl7Message>>;
+    /// Opens the backend's HL7 journal, when it has one (SQLite): a durable log in front
+    /// of [`Hl7Store::record_hl7_messages`] that stores a message with one write and one
+    /// flush of a small file, and moves it into the table moments later. Messages a
+    /// previous process left in it are moved before this returns. `moved` is called
+    /// each time messages reach the table (the applier waits for them). `None` when the
+    /// backend has no journal, or another process holds it: record messages directly.
+    async fn open_hl7_journal(
+        &self,
+        moved: Arc<dyn Fn() + Send + Sync>,
+    ) -> StoreResult<Option<Arc<dyn Hl7Journal>>> {
+        let _ = moved;
+        Ok(None)
+    }
+}
+
+/// A durable log of received HL7 messages in front of the message table (see
+/// [`Hl7Store::open_hl7_journal`]). Its [`Hl7Journal::append`] blocks the calling thread
+/// for the write and the flush: call it from a thread that may block.
+#[async_trait]
+pub trait Hl7Journal: Send + Sync {
+    /// Stores each message unless it is a duplicate (the same sender, control id and
+    /// bytes as a message in the table or still in the journal, or earlier in `messages`),
+    /// as [`Hl7Store::record_hl7_messages`] does, and returns once those stored are on
+    /// disk: one write and one flush for all of them. The table has them moments later,
+    /// in the order appended.
+    fn append(&self, messages: &[Hl7Message]) -> StoreResult<Vec<Recorded>>;
+    /// Moves what is left into the table and stops moving; waits up to `timeout`. False
+    /// when messages were left (the next open moves them).
+    async fn close(&self, timeout: std::time::Duration) -> bool;
 }
 
 /// Where a change came from.

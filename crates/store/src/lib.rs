@@ -12,8 +12,8 @@ pub mod page;
 
 pub use ehr::{
     Delivery, DeliveryState, DeliveryStore, DocumentStore, EhrStore, EventQuery, EventSource,
-    EventStore, FhirDocument, Hl7Interface, Hl7Message, Hl7MessageQuery, Hl7State, Hl7Store,
-    RecordEvent, RecordWrite, Recorded, WebhookEndpoint, WritesInOrder,
+    EventStore, FhirDocument, Hl7Interface, Hl7Journal, Hl7Message, Hl7MessageQuery, Hl7State,
+    Hl7Store, RecordEvent, RecordWrite, Recorded, WebhookEndpoint, WritesInOrder,
 };
 pub use messaging::{
     AppStore, Channel, ChannelSettings, ChannelStore, ConsentEvent, ConsentStore, Conversation,

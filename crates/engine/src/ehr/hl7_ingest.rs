@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use store::{EventSource, Hl7Interface, Hl7Message, Hl7State, Recorded, StoreError};
+use store::{EventSource, Hl7Interface, Hl7Message, Hl7State, Recorded, StoreError, StoreResult};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most messages committed together.
@@ -62,6 +62,10 @@ impl Hl7Receiver {
             counter: AtomicU64::new(0),
             warned_no_interface: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.engine
     }
 
     /// Forgets the cached interfaces (after one is created or changed).
@@ -112,15 +116,21 @@ impl Hl7Receiver {
             .to_string()
     }
 
-    /// One frame in (a message or a batch), exactly one reply out.
+    /// One frame in (a message or a batch), exactly one reply out; accepted messages are
+    /// stored by the receiver's group commit before the reply.
     pub async fn receive(&self, frame: &[u8]) -> Reply {
-        if hl7::batch::is_batch(frame) {
-            return self.receive_batch(frame).await;
-        }
-        self.receive_message(frame).await
+        self.receive_into(frame, &GroupCommit(self)).await
     }
 
-    async fn receive_batch(&self, frame: &[u8]) -> Reply {
+    /// As [`Hl7Receiver::receive`], storing accepted messages through `sink`.
+    pub(crate) async fn receive_into(&self, frame: &[u8], sink: &impl RowSink) -> Reply {
+        if hl7::batch::is_batch(frame) {
+            return self.receive_batch(frame, sink).await;
+        }
+        self.receive_message(frame, sink).await
+    }
+
+    async fn receive_batch(&self, frame: &[u8], sink: &impl RowSink) -> Reply {
         let batch = match hl7::batch::split(frame) {
             Ok(b) => b,
             Err(e) => {
@@ -133,7 +143,7 @@ impl Hl7Receiver {
         let mut acks = Vec::with_capacity(batch.messages.len());
         let mut stored = false;
         for message in &batch.messages {
-            let reply = self.receive_message(message).await;
+            let reply = self.receive_message(message, sink).await;
             stored |= reply.stored;
             acks.push(reply.text);
         }
@@ -178,7 +188,7 @@ impl Hl7Receiver {
         )
     }
 
-    async fn receive_message(&self, bytes: &[u8]) -> Reply {
+    async fn receive_message(&self, bytes: &[u8], sink: &impl RowSink) -> Reply {
         let message = match Message::parse(bytes) {
             Ok(m) => m,
             Err(e) => {
@@ -298,31 +308,9 @@ impl Hl7Receiver {
             result: Some(result),
             processed_at: (state == Hl7State::Rejected).then(|| self.engine.clock.now()),
         };
-        let (done_tx, done_rx) = oneshot::channel();
-        let recorded = if self.writer.send((row.clone(), done_tx)).await.is_ok() {
-            match done_rx.await {
-                Ok(r) => r.map_err(StoreError::Unavailable),
-                Err(_) => self
-                    .engine
-                    .store
-                    .record_hl7_messages(std::slice::from_ref(&row))
-                    .await
-                    .map(|mut v| v.remove(0)),
-            }
-        } else {
-            self.engine
-                .store
-                .record_hl7_messages(std::slice::from_ref(&row))
-                .await
-                .map(|mut v| v.remove(0))
-        };
+        let recorded = sink.record(row).await;
         match recorded {
-            Ok(Recorded::Stored) => {
-                if state == Hl7State::Pending {
-                    self.engine.hl7_ready.notify_one();
-                }
-                Reply { text, stored: true }
-            }
+            Ok(Recorded::Stored) => Reply { text, stored: true },
             Ok(Recorded::Duplicate { ack, .. }) => Reply {
                 text: ack,
                 stored: false,
@@ -341,6 +329,39 @@ impl Hl7Receiver {
                 }
             }
         }
+    }
+}
+
+/// Where accepted messages are stored before their reply.
+pub(crate) trait RowSink {
+    /// Stores `row` (or finds the original it duplicates) and returns once it is on disk.
+    fn record(&self, row: Hl7Message) -> impl std::future::Future<Output = StoreResult<Recorded>>;
+}
+
+/// The receiver's own group commit (a task gathering rows from every caller).
+struct GroupCommit<'r>(&'r Hl7Receiver);
+
+impl RowSink for GroupCommit<'_> {
+    async fn record(&self, row: Hl7Message) -> StoreResult<Recorded> {
+        let receiver = self.0;
+        let pending = row.state == Hl7State::Pending;
+        let (done_tx, done_rx) = oneshot::channel();
+        let recorded = match receiver.writer.send((row, done_tx)).await {
+            Ok(()) => match done_rx.await {
+                Ok(r) => r.map_err(StoreError::Unavailable),
+                Err(_) => Err(StoreError::Unavailable("the group commit stopped".into())),
+            },
+            Err(mpsc::error::SendError((row, _))) => receiver
+                .engine
+                .store
+                .record_hl7_messages(std::slice::from_ref(&row))
+                .await
+                .map(|mut v| v.remove(0)),
+        };
+        if pending && matches!(recorded, Ok(Recorded::Stored)) {
+            receiver.engine.hl7_ready.notify_one();
+        }
+        recorded
     }
 }
 

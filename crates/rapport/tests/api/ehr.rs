@@ -200,6 +200,14 @@ async fn duplicates_get_the_original_reply_and_apply_once(app: &TestApp) {
     let moved = siu("S13", "DUP1", "B200", "202404020900", "Booked");
     let third = app.mllp_send(&moved).await;
     assert_ne!(third, first);
+    // Both are in the log within moments of their ACK (they are on disk in the journal
+    // first); the repeat never is.
+    app.eventually("both messages in the log", || async {
+        let (_, log) = app.get("/api/v1/hl7/messages?control_id=DUP1").await;
+        (log["items"].as_array().unwrap().len() == 2).then_some(log)
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let (_, log) = app.get("/api/v1/hl7/messages?control_id=DUP1").await;
     assert_eq!(log["items"].as_array().unwrap().len(), 2, "{log}");
     let id = appt["id"].as_str().unwrap().to_owned();
@@ -261,8 +269,13 @@ async fn bad_messages_get_errors_naming_the_field(app: &TestApp) {
     // Not HL7 at all: still exactly one reply, AE.
     let reply = app.mllp_send(b"hello, is this the lab?").await;
     assert_eq!(msa(&reply).0, "AE");
-    // Refused messages are in the log for staff, never applied.
-    let (_, log) = app.get("/api/v1/hl7/messages?state=rejected").await;
+    // Refused messages are in the log for staff (within moments), never applied.
+    let log = app
+        .eventually("the refused messages in the log", || async {
+            let (_, log) = app.get("/api/v1/hl7/messages?state=rejected").await;
+            (log["items"].as_array().unwrap().len() >= 4).then_some(log)
+        })
+        .await;
     let ids: Vec<&str> = log["items"]
         .as_array()
         .unwrap()
