@@ -83,14 +83,41 @@ impl From<E164> for String {
     }
 }
 
+#[derive(Clone)]
 struct ParsedPhone {
     e164: E164,
     extension: Option<String>,
     kind: phonenumber::Type,
 }
 
+/// How many recent parses are remembered.
+const RECENT_PARSES: usize = 4096;
+
+/// Recent parses by (text, region). Reading a number against libphonenumber's metadata
+/// takes about 10 µs, and an EHR feed sends the same patients' numbers again with every
+/// booking and update: a parse is a pure function of its input, so its result is kept.
+/// Bounded: emptied when full.
+type Recent = std::collections::HashMap<(String, String), Result<ParsedPhone, PhoneError>>;
+static RECENT: std::sync::LazyLock<std::sync::Mutex<Recent>> =
+    std::sync::LazyLock::new(Default::default);
+
 impl ParsedPhone {
     fn parse(text: &str, region: &str) -> Result<Self, PhoneError> {
+        let key = (text.to_owned(), region.to_owned());
+        if let Some(hit) = RECENT.lock().ok().and_then(|r| r.get(&key).cloned()) {
+            return hit;
+        }
+        let parsed = Self::parse_uncached(text, region);
+        if let Ok(mut recent) = RECENT.lock() {
+            if recent.len() >= RECENT_PARSES {
+                recent.clear();
+            }
+            recent.insert(key, parsed.clone());
+        }
+        parsed
+    }
+
+    fn parse_uncached(text: &str, region: &str) -> Result<Self, PhoneError> {
         let region = Region::from_str(&region.to_ascii_uppercase())
             .map_err(|_| PhoneError::UnknownRegion)?;
         let cleaned = clean(text)?;
@@ -258,6 +285,32 @@ fn can_receive_texts(kind: phonenumber::Type) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recent_parses_are_remembered_within_a_bound() {
+        for i in 0..RECENT_PARSES + 10 {
+            let _ = ParsedPhone::parse(&format!("720555{:04}", i % 10_000), "US");
+        }
+        assert!(RECENT.lock().unwrap().len() <= RECENT_PARSES);
+        // A remembered answer is the answer.
+        for n in [
+            "(303) 555-0134",
+            "(000)000-0000",
+            "1-800-555-0100",
+            "call me",
+            "x",
+        ] {
+            for _ in 0..2 {
+                let remembered = ParsedPhone::parse(n, "US");
+                let fresh = ParsedPhone::parse_uncached(n, "US");
+                assert_eq!(
+                    remembered.map(|p| (p.e164, p.extension, p.kind)),
+                    fresh.map(|p| (p.e164, p.extension, p.kind)),
+                    "{n}"
+                );
+            }
+        }
+    }
 
     fn e164(s: &str) -> Result<String, PhoneError> {
         E164::parse(s, "US").map(|e| e.0)

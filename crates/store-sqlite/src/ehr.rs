@@ -525,9 +525,8 @@ impl Hl7Store for SqliteStore {
         let Some(path) = &self.path else {
             return Ok(None);
         };
-        Ok(crate::journal::Journal::open(self, path, moved)
-            .await?
-            .map(|j| Arc::new(JournalHandle(j)) as Arc<dyn Hl7Journal>))
+        let journal = crate::journal::Journal::open(self, path, moved).await?;
+        Ok(Some(Arc::new(JournalHandle(journal))))
     }
 
     async fn hl7_message(&self, org: OrgId, id: Hl7MessageId) -> StoreResult<Hl7Message> {

@@ -37,7 +37,6 @@ use domain::{Hl7MessageId, InterfaceId, OrgId};
 use jiff::Timestamp;
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -74,6 +73,9 @@ const SPACE_WAIT: Duration = Duration::from_millis(300);
 /// How long the mover lets messages gather after a batch that was not full: a commit
 /// costs about as much for one message as for hundreds.
 const MOVE_GATHER: Duration = Duration::from_millis(10);
+/// How long moved messages may wait before the database's log is flushed and their space
+/// in the journal freed (sooner when the space is wanted).
+const SYNC_EVERY: Duration = Duration::from_millis(100);
 /// How long the mover waits after the table refused a batch.
 const MOVE_RETRY: Duration = Duration::from_secs(1);
 
@@ -97,46 +99,56 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
     StoreError::Unavailable(format!("HL7 journal {}: {what}: {e}", path.display()))
 }
 
-/// What the journal holds in memory; one lock, held across an append's write and flush.
+/// The journal's bookkeeping, behind one lock that is never held across I/O.
 struct Ring {
-    /// `None` until the first append makes the file.
-    file: Option<File>,
+    /// The file, shared with whoever writes to it; `None` until the first append makes it.
+    file: Option<Arc<File>>,
     capacity: u64,
     /// Where the next record goes.
     write_lsn: u64,
-    /// Everything before it is in the table.
+    /// Everything before it is in the table (committed, visible to readers).
+    committed_lsn: u64,
+    /// Everything before it is in the table durably.
     moved_lsn: u64,
+    /// What the header on disk says, flushed: the space before it may be written over.
+    checkpoint: u64,
+    /// The sequence number of the header slot written last.
+    header_seq: u64,
     /// Messages on disk and not yet in the table, oldest first, each with the LSN just
     /// after its record.
     queue: VecDeque<(u64, Hl7Message)>,
     /// Their duplicate keys, with their id and reply.
     index: HashMap<Key, (Hl7MessageId, String)>,
-    /// The sequence number of the header slot written last.
-    header_seq: u64,
+    /// Appends waiting for space.
+    space_waiters: usize,
     /// Appends had to wait for space: make the ring larger when it is next empty.
     grow: bool,
-    /// Set when a write or flush failed: what is on disk is then unknown, so nothing is
-    /// appended any more (callers record directly) and the mover only empties the queue.
+    /// Set when a write or flush failed: what reached the disk is then unknown, so nothing
+    /// more is appended (messages are refused until a restart) and the mover only empties
+    /// the queue.
     failed: Option<String>,
-    /// The journal's own connection to the database, for duplicate look-ups.
-    lookup: rusqlite::Connection,
 }
 
 pub(crate) struct Journal {
     path: PathBuf,
+    /// The database's write-ahead log, flushed to make the mover's commits durable.
+    wal: PathBuf,
     ring: Mutex<Ring>,
-    /// Signalled when the mover frees space.
+    /// Held by an append for all of it, so appends go one at a time; with the journal's
+    /// own connection to the database, for duplicate look-ups.
+    appending: Mutex<rusqlite::Connection>,
+    /// Signalled when space is freed.
     space: Condvar,
     /// Wakes the mover.
     wake: tokio::sync::Notify,
-    /// Signalled after each batch the mover finishes.
+    /// Signalled after each batch the mover commits.
     progress: tokio::sync::Notify,
     stopping: AtomicBool,
     stopped: tokio::sync::Notify,
     mover_done: AtomicBool,
     moved: Arc<dyn Fn() + Send + Sync>,
-    /// The lock on the file (held for the journal's life).
-    _lock: Option<File>,
+    /// The lock on `<journal>.lock`, held for the journal's life: one process at a time.
+    _lock: File,
 }
 
 /// A header slot as read.
@@ -317,37 +329,80 @@ fn decode_message(b: &[u8]) -> Option<Hl7Message> {
     })
 }
 
-fn read_at(file: &mut File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-    file.seek(SeekFrom::Start(offset))?;
-    file.read_exact(buf)
+#[cfg(unix)]
+fn read_at(file: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
 }
 
-fn write_at(file: &mut File, offset: u64, buf: &[u8]) -> std::io::Result<()> {
-    file.seek(SeekFrom::Start(offset))?;
-    file.write_all(buf)
+#[cfg(unix)]
+fn write_at(file: &File, offset: u64, buf: &[u8]) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
 }
 
-/// The valid slot with the highest sequence number.
-fn read_header(file: &mut File) -> std::io::Result<Option<Slot>> {
-    let mut buf = vec![0u8; (2 * SLOT_LEN) as usize];
-    if file.metadata()?.len() < HEADER_LEN {
-        return Ok(None);
+#[cfg(windows)]
+fn read_at(file: &File, mut offset: u64, mut buf: &mut [u8]) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match file.seek_read(buf, offset)? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+        }
     }
-    read_at(file, 0, &mut buf)?;
+    Ok(())
+}
+
+#[cfg(windows)]
+fn write_at(file: &File, mut offset: u64, mut buf: &[u8]) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        let n = file.seek_write(buf, offset)?;
+        buf = &buf[n..];
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+/// A file only this process reads and writes (the journal holds message text, as the
+/// database does).
+fn private(options: &mut OpenOptions) -> &mut OpenOptions {
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(options, 0o600);
+    options
+}
+
+/// Why a journal cannot be read, for the person who must decide what to do with it.
+fn unreadable(path: &Path, what: &str) -> StoreError {
+    StoreError::Corrupt(format!(
+        "the HL7 journal {} cannot be read ({what}): it was made by another version of Rapport, or damaged. The messages in it may not be in the log yet; run the version that made it, or move the file aside to go on without them",
+        path.display()
+    ))
+}
+
+/// The valid slot with the highest sequence number; an error when neither is valid.
+fn read_header(file: &File, path: &Path) -> StoreResult<Slot> {
+    let mut buf = vec![0u8; (2 * SLOT_LEN) as usize];
+    match read_at(file, 0, &mut buf) {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(unreadable(path, "shorter than its header"));
+        }
+        r => r.map_err(|e| io("read", path, e))?,
+    }
     let a = decode_slot(&buf[..SLOT_LEN as usize]);
     let b = decode_slot(&buf[SLOT_LEN as usize..]);
-    Ok(match (a, b) {
-        (Some(a), Some(b)) => Some(if a.seq >= b.seq { a } else { b }),
-        (a, b) => a.or(b),
-    })
+    match (a, b) {
+        (Some(a), Some(b)) => Ok(if a.seq >= b.seq { a } else { b }),
+        (Some(s), None) | (None, Some(s)) => Ok(s),
+        (None, None) => Err(unreadable(path, "no valid header")),
+    }
 }
 
-/// The messages in the ring from `checkpoint` on, in order, and the LSN after the last.
-fn scan(
-    file: &mut File,
-    capacity: u64,
-    checkpoint: u64,
-) -> std::io::Result<(Vec<Hl7Message>, u64)> {
+/// The messages in the ring from `checkpoint` on, in order. A record a crash left
+/// unfinished, zeros, or one left from an earlier lap of the ring end the log; a whole
+/// record that cannot be read is an error.
+fn scan(file: &File, path: &Path, capacity: u64, checkpoint: u64) -> StoreResult<Vec<Hl7Message>> {
     let mut lsn = checkpoint;
     let mut messages = Vec::new();
     let mut head = [0u8; RECORD_HEADER as usize];
@@ -361,7 +416,7 @@ fn scan(
         }
         match read_at(file, HEADER_LEN + lsn % capacity, &mut head) {
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            r => r?,
+            r => r.map_err(|e| io("read", path, e))?,
         }
         let magic = u32::from_le_bytes(head[0..4].try_into().unwrap_or_default());
         let kind = head[4];
@@ -377,7 +432,7 @@ fn scan(
         let mut rest = vec![0u8; (total - RECORD_HEADER) as usize];
         match read_at(file, HEADER_LEN + lsn % capacity + RECORD_HEADER, &mut rest) {
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            r => r?,
+            r => r.map_err(|e| io("read", path, e))?,
         }
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&head[0..12]);
@@ -386,49 +441,54 @@ fn scan(
         if hasher.finalize() != crc {
             break;
         }
-        if kind == KIND_ROW {
-            match decode_message(&rest[..len as usize]) {
+        match kind {
+            KIND_ROW => match decode_message(&rest[..len as usize]) {
                 Some(m) => messages.push(m),
-                None => break,
-            }
-        } else if kind != KIND_PAD {
-            break;
+                None => return Err(unreadable(path, "a message it holds")),
+            },
+            KIND_PAD => {}
+            _ => return Err(unreadable(path, "a record of an unknown kind")),
         }
         lsn += total;
         walked += total;
     }
-    Ok((messages, lsn))
+    Ok(messages)
+}
+
+/// `<path>` with `suffix` added to its name.
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 /// Makes a zero-filled journal of `capacity` at `path` (through a temporary file and a
-/// rename, so a crash leaves the old one or the new one), its header saying
-/// `checkpoint`; returns it locked.
+/// rename, so that a crash leaves the old one or the new one), its header saying
+/// `checkpoint`.
 fn make_file(path: &Path, capacity: u64, checkpoint: u64, seq: u64) -> StoreResult<File> {
-    let tmp = path.with_extension("hl7journal-new");
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(|e| io("create", &tmp, e))?;
-    file.try_lock().map_err(|e| {
-        StoreError::Unavailable(format!("HL7 journal {}: lock: {e}", tmp.display()))
-    })?;
+    let tmp = with_suffix(path, ".new");
+    let file = private(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true),
+    )
+    .open(&tmp)
+    .map_err(|e| io("create", &tmp, e))?;
     let zeros = vec![0u8; 1 << 20];
-    let mut left = HEADER_LEN + capacity;
-    while left > 0 {
-        let n = left.min(zeros.len() as u64) as usize;
-        file.write_all(&zeros[..n])
-            .map_err(|e| io("zero-fill", &tmp, e))?;
-        left -= n as u64;
+    let mut at = 0;
+    while at < HEADER_LEN + capacity {
+        let n = (HEADER_LEN + capacity - at).min(zeros.len() as u64) as usize;
+        write_at(&file, at, &zeros[..n]).map_err(|e| io("zero-fill", &tmp, e))?;
+        at += n as u64;
     }
     let slot = encode_slot(&Slot {
         capacity,
         checkpoint,
         seq,
     });
-    write_at(&mut file, (seq % 2) * SLOT_LEN, &slot).map_err(|e| io("write", &tmp, e))?;
+    write_at(&file, (seq % 2) * SLOT_LEN, &slot).map_err(|e| io("write", &tmp, e))?;
     file.sync_all().map_err(|e| io("flush", &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| io("rename", path, e))?;
     sync_dir(path);
@@ -451,17 +511,16 @@ fn sync_dir(path: &Path) {
 
 impl Journal {
     /// Opens the journal beside the database at `db_path`: moves what an earlier process
-    /// left in it into the table, then starts the task that moves new messages. `None`
-    /// when another process holds it.
+    /// left in it into the table, then starts the task that moves new messages. Fails
+    /// when another process holds the journal, or when what it holds cannot be read or
+    /// moved (then nothing should be recorded past it: the order would be lost).
     pub(crate) async fn open(
         store: &SqliteStore,
         db_path: &Path,
         moved: Arc<dyn Fn() + Send + Sync>,
-    ) -> StoreResult<Option<Arc<Journal>>> {
+    ) -> StoreResult<Arc<Journal>> {
         let journal = Self::recover(store, db_path, moved).await?;
-        if let Some(j) = &journal {
-            tokio::spawn(mover(j.clone(), store.clone()));
-        }
+        tokio::spawn(mover(journal.clone(), store.clone()));
         Ok(journal)
     }
 
@@ -470,79 +529,80 @@ impl Journal {
         store: &SqliteStore,
         db_path: &Path,
         moved: Arc<dyn Fn() + Send + Sync>,
-    ) -> StoreResult<Option<Arc<Journal>>> {
-        let mut name = db_path.as_os_str().to_owned();
-        name.push("-hl7journal");
-        let path = PathBuf::from(name);
+    ) -> StoreResult<Arc<Journal>> {
+        let path = with_suffix(db_path, "-hl7journal");
+        let lock_path = with_suffix(&path, ".lock");
+        let lock = private(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+        )
+        .open(&lock_path)
+        .map_err(|e| io("open", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Unavailable(format!(
+                    "another process holds the HL7 journal {}",
+                    path.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io("lock", &lock_path, e)),
+        }
+        // A file being made when the last process stopped holds nothing yet.
+        let _ = std::fs::remove_file(with_suffix(&path, ".new"));
+        match File::open(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("open", &path, e)),
+            Ok(file) => {
+                let slot = read_header(&file, &path)?;
+                let left = scan(&file, &path, slot.capacity, slot.checkpoint)?;
+                // Durably (not a derived write): the file goes next.
+                for chunk in left.chunks(MOVE_ROWS) {
+                    store.record_hl7_messages(chunk).await?;
+                }
+                if !left.is_empty() {
+                    tracing::info!(
+                        messages = left.len(),
+                        "HL7 messages left in the journal by the previous run moved into the log"
+                    );
+                    moved();
+                }
+                // Everything in it is in the table: the first append makes a new one, so
+                // nothing left in this one (a record after a torn one, say) is ever read
+                // again.
+                drop(file);
+                std::fs::remove_file(&path).map_err(|e| io("remove", &path, e))?;
+                sync_dir(&path);
+            }
+        }
         let lookup = rusqlite::Connection::open(db_path).map_err(|e| {
             StoreError::Unavailable(format!("HL7 journal: opening the database: {e}"))
         })?;
         lookup
             .execute_batch("PRAGMA query_only = ON; PRAGMA busy_timeout = 5000;")
             .map_err(|e| StoreError::Unavailable(format!("HL7 journal: {e}")))?;
-        let mut ring = Ring {
+        let ring = Ring {
             file: None,
             capacity: INITIAL_CAPACITY,
             write_lsn: 0,
+            committed_lsn: 0,
             moved_lsn: 0,
+            checkpoint: 0,
+            header_seq: 0,
             queue: VecDeque::new(),
             index: HashMap::new(),
-            header_seq: 0,
+            space_waiters: 0,
             grow: false,
             failed: None,
-            lookup,
         };
-        let mut lock = None;
-        match OpenOptions::new().read(true).write(true).open(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io("open", &path, e)),
-            Ok(mut file) => {
-                match file.try_lock() {
-                    Ok(()) => {}
-                    Err(std::fs::TryLockError::WouldBlock) => {
-                        tracing::warn!(
-                            path = %path.display(),
-                            "another process holds the HL7 journal; this one records HL7 messages directly"
-                        );
-                        return Ok(None);
-                    }
-                    Err(std::fs::TryLockError::Error(e)) => return Err(io("lock", &path, e)),
-                }
-                match read_header(&mut file).map_err(|e| io("read", &path, e))? {
-                    Some(slot) => {
-                        let (left, end) = scan(&mut file, slot.capacity, slot.checkpoint)
-                            .map_err(|e| io("read", &path, e))?;
-                        for chunk in left.chunks(MOVE_ROWS) {
-                            store.record_hl7_messages(chunk).await?;
-                        }
-                        if !left.is_empty() {
-                            tracing::info!(
-                                messages = left.len(),
-                                "HL7 messages left in the journal by the previous run moved into the log"
-                            );
-                            moved();
-                        }
-                        ring.capacity = slot.capacity;
-                        ring.write_lsn = align8(end);
-                        ring.moved_lsn = ring.write_lsn;
-                        ring.header_seq = slot.seq;
-                        ring.file = Some(file);
-                        write_header(&mut ring).map_err(|e| io("write", &path, e))?;
-                        if let Some(f) = ring.file.as_mut() {
-                            f.sync_data().map_err(|e| io("flush", &path, e))?;
-                        }
-                    }
-                    None => {
-                        // Made but never finished (a crash while zero-filling): it holds
-                        // nothing; the first append makes it again.
-                        lock = Some(file);
-                    }
-                }
-            }
-        }
-        let journal = Arc::new(Journal {
+        Ok(Arc::new(Journal {
+            wal: with_suffix(db_path, "-wal"),
             path,
             ring: Mutex::new(ring),
+            appending: Mutex::new(lookup),
             space: Condvar::new(),
             wake: tokio::sync::Notify::new(),
             progress: tokio::sync::Notify::new(),
@@ -551,8 +611,7 @@ impl Journal {
             mover_done: AtomicBool::new(false),
             moved,
             _lock: lock,
-        });
-        Ok(Some(journal))
+        }))
     }
 
     fn ring(&self) -> MutexGuard<'_, Ring> {
@@ -561,54 +620,65 @@ impl Journal {
 
     /// See [`store::Hl7Journal::append`].
     pub(crate) fn append(&self, messages: &[Hl7Message]) -> StoreResult<Vec<Recorded>> {
-        let mut ring = self.ring();
-        if let Some(why) = &ring.failed {
-            return Err(StoreError::Unavailable(format!(
-                "HL7 journal unusable since an earlier failure: {why}"
-            )));
-        }
-        if self.stopping.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("HL7 journal closed".into()));
-        }
-        let mut results: Vec<Option<Recorded>> = Vec::with_capacity(messages.len());
-        let mut fresh: Vec<&Hl7Message> = Vec::with_capacity(messages.len());
-        for m in messages {
-            let k = key(m);
-            if let Some((original, ack)) = ring.index.get(&k) {
-                results.push(Some(Recorded::Duplicate {
-                    original: *original,
-                    ack: ack.clone(),
-                }));
-                continue;
+        let lookup = self.appending.lock().unwrap_or_else(|e| e.into_inner());
+        let duplicate = |(original, ack): &(Hl7MessageId, String)| Recorded::Duplicate {
+            original: *original,
+            ack: ack.clone(),
+        };
+        // Duplicates of messages still in the journal…
+        let mut found: Vec<Option<Recorded>> = {
+            let ring = self.ring();
+            if let Some(why) = &ring.failed {
+                return Err(StoreError::Unavailable(format!(
+                    "HL7 journal unusable since a write failed: {why}"
+                )));
             }
-            match stored_original(&ring.lookup, m) {
-                Ok(Some((original, ack))) => {
-                    results.push(Some(Recorded::Duplicate { original, ack }));
+            if self.stopping.load(Ordering::SeqCst) {
+                return Err(StoreError::Unavailable("HL7 journal closed".into()));
+            }
+            messages
+                .iter()
+                .map(|m| ring.index.get(&key(m)).map(duplicate))
+                .collect()
+        };
+        // …then of messages in the table (a message leaves the journal's map only once
+        // it is committed there, so each is found in one place or the other)…
+        for (m, f) in messages.iter().zip(found.iter_mut()) {
+            if f.is_none() {
+                *f = stored_original(&lookup, m)?.as_ref().map(duplicate);
+            }
+        }
+        // …and of one earlier in this batch.
+        let mut fresh: Vec<&Hl7Message> = Vec::with_capacity(messages.len());
+        {
+            let mut ring = self.ring();
+            for (m, f) in messages.iter().zip(found.iter_mut()) {
+                if f.is_some() {
                     continue;
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    for m in &fresh {
-                        ring.index.remove(&key(m));
-                    }
-                    return Err(e);
+                let k = key(m);
+                if let Some(first) = ring.index.get(&k) {
+                    *f = Some(duplicate(first));
+                    continue;
                 }
+                ring.index.insert(k, (m.id, m.ack.clone()));
+                fresh.push(m);
             }
-            ring.index.insert(k, (m.id, m.ack.clone()));
-            fresh.push(m);
-            results.push(None);
         }
         if !fresh.is_empty() {
-            let mut payloads = Vec::with_capacity(fresh.len());
-            for m in &fresh {
-                let mut p = Vec::with_capacity(m.raw.len() + m.ack.len() + 256);
-                encode_message(m, &mut p);
-                payloads.push(p);
-            }
-            let (back, written) = self.write(ring, &payloads);
-            ring = back;
+            let payloads: Vec<Vec<u8>> = fresh
+                .iter()
+                .map(|m| {
+                    let mut p = Vec::with_capacity(m.raw.len() + m.ack.len() + 256);
+                    encode_message(m, &mut p);
+                    p
+                })
+                .collect();
+            let written = self.write(&payloads);
+            let mut ring = self.ring();
             match written {
-                Ok(ends) => {
+                Ok((ends, end)) => {
+                    ring.write_lsn = end;
                     for (m, end) in fresh.iter().zip(ends) {
                         ring.queue.push_back((end, (*m).clone()));
                     }
@@ -623,19 +693,17 @@ impl Journal {
             drop(ring);
             self.wake.notify_one();
         }
-        Ok(results
+        drop(lookup);
+        Ok(found
             .into_iter()
             .map(|r| r.unwrap_or(Recorded::Stored))
             .collect())
     }
 
-    /// Writes the records at the end of the ring and flushes; returns the LSN after
-    /// each. Waits for space, and makes or grows the file, as needed.
-    fn write<'a>(
-        &'a self,
-        mut ring: MutexGuard<'a, Ring>,
-        payloads: &[Vec<u8>],
-    ) -> (MutexGuard<'a, Ring>, StoreResult<Vec<u64>>) {
+    /// Writes the records at the end of the ring and flushes (the caller holds
+    /// `appending`); returns the LSN after each and after the last. Waits for space, and
+    /// makes or grows the file, as needed.
+    fn write(&self, payloads: &[Vec<u8>]) -> StoreResult<(Vec<u64>, u64)> {
         let totals: Vec<u64> = payloads
             .iter()
             .map(|p| align8(RECORD_HEADER + p.len() as u64))
@@ -643,20 +711,25 @@ impl Journal {
         // At most one wrap, whose padding is shorter than the record after it.
         let worst = totals.iter().sum::<u64>() + totals.iter().max().copied().unwrap_or(0);
         if worst > MAX_CAPACITY / 2 {
-            return (
-                ring,
-                Err(StoreError::Unavailable(format!(
-                    "HL7 journal: a batch of {worst} bytes is larger than the journal allows"
-                ))),
-            );
+            return Err(StoreError::Unavailable(format!(
+                "HL7 journal: a batch of {worst} bytes is larger than the journal allows"
+            )));
         }
         let deadline = Instant::now() + SPACE_WAIT;
-        loop {
-            let empty = ring.queue.is_empty();
+        let (file, capacity, start) = loop {
+            let mut ring = self.ring();
+            if let Some(why) = &ring.failed {
+                return Err(StoreError::Unavailable(format!(
+                    "HL7 journal unusable since a write failed: {why}"
+                )));
+            }
+            // Making the file anew discards what it holds: only once all of it is
+            // durably in the table.
+            let empty = ring.queue.is_empty() && ring.moved_lsn == ring.write_lsn;
             if ring.file.is_none()
                 || (empty
-                    && (worst * 2 > ring.capacity || ring.grow)
-                    && ring.capacity < MAX_CAPACITY)
+                    && ring.capacity < MAX_CAPACITY
+                    && (worst * 2 > ring.capacity || ring.grow))
             {
                 let mut capacity = ring.capacity;
                 if ring.file.is_some() {
@@ -665,38 +738,57 @@ impl Journal {
                 while worst * 2 > capacity {
                     capacity *= 2;
                 }
-                if let Err(e) = self.remake(&mut ring, capacity.min(MAX_CAPACITY)) {
-                    return (ring, Err(e));
+                let capacity = capacity.min(MAX_CAPACITY);
+                // The ring starts at its first byte.
+                let lsn = ring.write_lsn.div_ceil(capacity) * capacity;
+                let seq = ring.header_seq + 1;
+                let grown = ring.file.is_some();
+                drop(ring);
+                let file = make_file(&self.path, capacity, lsn, seq)?;
+                if grown {
+                    tracing::info!(
+                        bytes = capacity,
+                        "HL7 journal made larger: messages arrived faster than they reached the log"
+                    );
                 }
+                let mut ring = self.ring();
+                ring.file = Some(Arc::new(file));
+                ring.capacity = capacity;
+                ring.write_lsn = lsn;
+                ring.committed_lsn = lsn;
+                ring.moved_lsn = lsn;
+                ring.checkpoint = lsn;
+                ring.header_seq = seq;
+                ring.grow = false;
                 continue;
             }
             let end = layout_end(ring.write_lsn, ring.capacity, &totals);
-            if end - ring.moved_lsn <= ring.capacity {
-                break;
+            if end - ring.checkpoint <= ring.capacity
+                && let Some(file) = ring.file.clone()
+            {
+                break (file, ring.capacity, ring.write_lsn);
             }
             // Full: wait for the mover, and grow the ring when it is next empty.
             ring.grow = true;
             let now = Instant::now();
             if now >= deadline {
-                return (
-                    ring,
-                    Err(StoreError::Unavailable(
-                        "HL7 journal full: messages are not reaching the table".into(),
-                    )),
-                );
+                return Err(StoreError::Unavailable(
+                    "HL7 journal full: messages are not reaching the log".into(),
+                ));
             }
+            ring.space_waiters += 1;
             self.wake.notify_one();
-            ring = self
+            let mut ring = self
                 .space
                 .wait_timeout(ring, deadline - now)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
-        }
-        let capacity = ring.capacity;
-        let mut lsn = ring.write_lsn;
+            ring.space_waiters -= 1;
+        };
+        let mut lsn = start;
         let mut block = Vec::with_capacity(worst as usize);
         let mut ends = Vec::with_capacity(payloads.len());
-        // Parts: (offset in the file, bytes), at most one wrap.
+        // Parts: (offset in the file, bytes); at most one wrap.
         let mut parts: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut part_start = HEADER_LEN + lsn % capacity;
         for (p, total) in payloads.iter().zip(&totals) {
@@ -714,45 +806,19 @@ impl Journal {
             ends.push(lsn);
         }
         parts.push((part_start, block));
-        let outcome = match ring.file.as_mut() {
-            None => Err(std::io::Error::other("no file")),
-            Some(file) => parts
-                .iter()
-                .filter(|(_, bytes)| !bytes.is_empty())
-                .try_for_each(|(offset, bytes)| write_at(file, *offset, bytes))
-                .and_then(|()| file.sync_data()),
-        };
+        let outcome = parts
+            .iter()
+            .filter(|(_, bytes)| !bytes.is_empty())
+            .try_for_each(|(offset, bytes)| write_at(&file, *offset, bytes))
+            .and_then(|()| file.sync_data());
         if let Err(e) = outcome {
             // What reached the disk is now unknown; stop appending (see `failed`).
             let why = e.to_string();
-            tracing::error!(path = %self.path.display(), error = %why, "HL7 journal write failed; HL7 messages are recorded directly from now on");
-            ring.failed = Some(why);
-            let e = io("write", &self.path, e);
-            return (ring, Err(e));
+            tracing::error!(path = %self.path.display(), error = %why, "HL7 journal write failed; HL7 messages are refused until Rapport is restarted");
+            self.ring().failed = Some(why);
+            return Err(io("write", &self.path, e));
         }
-        ring.write_lsn = lsn;
-        (ring, Ok(ends))
-    }
-
-    /// Makes the file anew at `capacity` (the ring is empty): the LSN goes on from a
-    /// multiple of the new capacity, so the ring starts at its first byte.
-    fn remake(&self, ring: &mut Ring, capacity: u64) -> StoreResult<()> {
-        let lsn = ring.write_lsn.div_ceil(capacity) * capacity;
-        let seq = ring.header_seq + 1;
-        let file = make_file(&self.path, capacity, lsn, seq)?;
-        if capacity > INITIAL_CAPACITY {
-            tracing::info!(
-                bytes = capacity,
-                "HL7 journal made larger: messages arrive faster than they reach the table"
-            );
-        }
-        ring.file = Some(file);
-        ring.capacity = capacity;
-        ring.write_lsn = lsn;
-        ring.moved_lsn = lsn;
-        ring.header_seq = seq;
-        ring.grow = false;
-        Ok(())
+        Ok((ends, lsn))
     }
 
     /// The next messages to move (copies; they stay in the queue until they are in the
@@ -771,29 +837,86 @@ impl Journal {
         batch
     }
 
-    /// The first `n` queued messages are in the table: forget them, free their space and
-    /// say so in the header (flushed with the next append; a header left behind only
-    /// means some messages are moved again, which stores nothing twice).
-    fn moved_first(&self, n: usize) {
+    /// The first `n` queued messages are in the table (committed, maybe not yet durably):
+    /// forget them, so duplicates are now found there, and tell the applier. Their space
+    /// is freed by [`Journal::make_durable`].
+    fn committed_first(&self, n: usize) {
         let mut ring = self.ring();
         for _ in 0..n {
             if let Some((end, m)) = ring.queue.pop_front() {
                 ring.index.remove(&key(&m));
-                ring.moved_lsn = end;
+                ring.committed_lsn = end;
             }
         }
         if ring.queue.is_empty() {
-            ring.moved_lsn = ring.write_lsn;
-        }
-        if ring.failed.is_none()
-            && let Err(e) = write_header(&mut ring)
-        {
-            tracing::warn!(error = %e, "HL7 journal header not updated");
+            ring.committed_lsn = ring.write_lsn;
         }
         drop(ring);
-        self.space.notify_all();
         self.progress.notify_waiters();
         (self.moved)();
+    }
+
+    /// Whether committed messages should be made durable now: their space is wanted (an
+    /// append waits, the ring is half full, the journal closes) or `since` (the time since
+    /// the last time) reached [`SYNC_EVERY`].
+    fn wants_durable(&self, since: Duration) -> bool {
+        let ring = self.ring();
+        ring.committed_lsn > ring.checkpoint
+            && (since >= SYNC_EVERY
+                || ring.space_waiters > 0
+                || ring.grow
+                || (ring.write_lsn - ring.checkpoint) * 2 > ring.capacity
+                || self.stopping.load(Ordering::SeqCst))
+    }
+
+    /// Makes what the mover committed durable, then writes and flushes the header saying
+    /// so, and only then lets appends write over that space.
+    ///
+    /// The mover commits without waiting for the disk (a derived write, see
+    /// `store::durability`): SQLite has written those transactions to its write-ahead
+    /// log, in order, and here that file is flushed. Every committed transaction is then
+    /// on disk: in the log, or copied into the database by a checkpoint, before which
+    /// SQLite flushes the log and after which it flushes the database.
+    async fn make_durable(&self) -> StoreResult<()> {
+        let target = self.ring().committed_lsn;
+        let wal = self.wal.clone();
+        tokio::task::spawn_blocking(move || File::open(&wal).and_then(|f| f.sync_data()))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("HL7 journal: {e}")))?
+            .map_err(|e| io("flushing the database log", &self.wal, e))?;
+        let header = {
+            let mut ring = self.ring();
+            ring.moved_lsn = ring.moved_lsn.max(target);
+            match ring.file.clone() {
+                Some(file) if ring.failed.is_none() && ring.moved_lsn > ring.checkpoint => {
+                    ring.header_seq += 1;
+                    let slot = Slot {
+                        capacity: ring.capacity,
+                        checkpoint: ring.moved_lsn,
+                        seq: ring.header_seq,
+                    };
+                    Some((file, slot))
+                }
+                _ => None,
+            }
+        };
+        if let Some((file, slot)) = header {
+            let written = file.clone();
+            tokio::task::spawn_blocking(move || {
+                write_at(&written, (slot.seq % 2) * SLOT_LEN, &encode_slot(&slot))?;
+                written.sync_data()
+            })
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("HL7 journal: {e}")))?
+            .map_err(|e| io("write", &self.path, e))?;
+            let mut ring = self.ring();
+            // Unless the file was made anew meanwhile (its own header is then newer).
+            if ring.file.as_ref().is_some_and(|f| Arc::ptr_eq(f, &file)) {
+                ring.checkpoint = ring.checkpoint.max(slot.checkpoint);
+            }
+        }
+        self.space.notify_all();
+        Ok(())
     }
 
     fn is_empty(&self) -> bool {
@@ -806,13 +929,15 @@ impl Journal {
         if batch.is_empty() {
             return Ok(0);
         }
-        let results = store.record_hl7_messages(&batch).await?;
+        // Without waiting for the disk: the journal keeps the messages until
+        // `make_durable` has flushed the database's log.
+        let results = store::durability::derived(store.record_hl7_messages(&batch)).await?;
         for (m, r) in batch.iter().zip(&results) {
             if let Recorded::Duplicate { original, .. } = r {
                 tracing::warn!(message_id = %m.id, original = %original, "an HL7 message from the journal was in the log already under another id");
             }
         }
-        self.moved_first(batch.len());
+        self.committed_first(batch.len());
         Ok(batch.len())
     }
 
@@ -830,14 +955,8 @@ impl Journal {
             }
         })
         .await;
-        let empty = self.is_empty();
-        if waited.is_ok() && empty {
-            let mut ring = self.ring();
-            if let Some(f) = ring.file.as_mut() {
-                let _ = f.sync_data();
-            }
-        }
-        empty
+        let ring = self.ring();
+        waited.is_ok() && ring.queue.is_empty() && ring.checkpoint >= ring.committed_lsn
     }
 }
 
@@ -851,20 +970,6 @@ fn layout_end(mut lsn: u64, capacity: u64, totals: &[u64]) -> u64 {
         lsn += total;
     }
     lsn
-}
-
-fn write_header(ring: &mut Ring) -> std::io::Result<()> {
-    let seq = ring.header_seq + 1;
-    let slot = encode_slot(&Slot {
-        capacity: ring.capacity,
-        checkpoint: ring.moved_lsn,
-        seq,
-    });
-    if let Some(file) = ring.file.as_mut() {
-        write_at(file, (seq % 2) * SLOT_LEN, &slot)?;
-        ring.header_seq = seq;
-    }
-    Ok(())
 }
 
 /// The stored message with `m`'s duplicate key, and its reply.
@@ -907,17 +1012,33 @@ fn stored_original(
 /// Moves appended messages into the table, oldest first, until the journal is closed
 /// and empty.
 async fn mover(journal: Arc<Journal>, store: SqliteStore) {
+    let mut last_durable = Instant::now();
     loop {
-        match journal.move_once(&store).await {
+        let moved = journal.move_once(&store).await;
+        if journal.wants_durable(last_durable.elapsed()) {
+            match journal.make_durable().await {
+                Ok(()) => last_durable = Instant::now(),
+                Err(e) => {
+                    tracing::error!(error = %e, "HL7 messages moved into the log could not be made durable; retrying");
+                    if journal.stopping.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    tokio::time::sleep(MOVE_RETRY).await;
+                    continue;
+                }
+            }
+        }
+        match moved {
             Ok(0) => {
                 if journal.stopping.load(Ordering::SeqCst) {
                     break;
                 }
                 let woken = journal.wake.notified();
-                if !journal.is_empty() {
+                if !journal.is_empty() || journal.wants_durable(last_durable.elapsed()) {
                     continue;
                 }
-                let _ = tokio::time::timeout(Duration::from_secs(1), woken).await;
+                // Wake for new messages, or in time to make the last ones durable.
+                let _ = tokio::time::timeout(SYNC_EVERY, woken).await;
             }
             Ok(n) => {
                 if n < MOVE_ROWS && !journal.stopping.load(Ordering::SeqCst) {
@@ -1007,8 +1128,7 @@ mod tests {
         async fn recover(&self) -> Arc<Journal> {
             Journal::recover(&self.store, &self.db, self.callback())
                 .await
-                .unwrap()
-                .expect("the journal is free")
+                .expect("the journal is free and readable")
         }
 
         fn message(&self, n: u64, raw_len: usize) -> Hl7Message {
@@ -1042,15 +1162,13 @@ mod tests {
 
     async fn move_all(journal: &Journal, store: &SqliteStore) {
         while journal.move_once(store).await.unwrap() > 0 {}
+        journal.make_durable().await.unwrap();
     }
 
     #[tokio::test]
     async fn appended_messages_reach_the_log_in_order_and_intact() {
         let w = World::new().await;
-        let journal = Journal::open(&w.store, &w.db, w.callback())
-            .await
-            .unwrap()
-            .unwrap();
+        let journal = Journal::open(&w.store, &w.db, w.callback()).await.unwrap();
         let sent: Vec<Hl7Message> = (1..=30)
             .map(|n| w.message(n, 500 + 37 * n as usize))
             .collect();
@@ -1202,6 +1320,58 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn what_follows_a_torn_record_never_comes_back() {
+        let w = World::new().await;
+        let journal = w.recover().await;
+        // One batch, never acknowledged: the power fails while it is written, and the
+        // middle record is torn while the last one reached the disk whole.
+        let batch: Vec<Hl7Message> = (1..=3).map(|n| w.message(n, 1000)).collect();
+        journal.append(&batch).unwrap();
+        let torn_at = journal.ring().queue[0].0;
+        drop(journal);
+        let file = OpenOptions::new()
+            .write(true)
+            .open(w.journal_path())
+            .unwrap();
+        write_at(&file, HEADER_LEN + torn_at + 100, &[0u8; 64]).unwrap();
+        drop(file);
+        let journal = w.recover().await;
+        assert_eq!(w.log().await, batch[..1]);
+        assert!(!w.journal_path().exists(), "a new file for what comes next");
+        // A message exactly the size of the torn one, then another crash: the third of
+        // the old batch must not be read as if it followed it.
+        let next = w.message(4, 1000);
+        journal.append(std::slice::from_ref(&next)).unwrap();
+        drop(journal);
+        let _reopened = w.recover().await;
+        assert_eq!(w.log().await, [batch[0].clone(), next]);
+    }
+
+    #[tokio::test]
+    async fn a_journal_that_cannot_be_read_is_refused_and_kept() {
+        let w = World::new().await;
+        let journal = w.recover().await;
+        journal.append(&[w.message(1, 100)]).unwrap();
+        drop(journal);
+        // Another version's header, say.
+        let file = OpenOptions::new()
+            .write(true)
+            .open(w.journal_path())
+            .unwrap();
+        write_at(&file, 8, &99u32.to_le_bytes()).unwrap();
+        write_at(&file, SLOT_LEN + 8, &99u32.to_le_bytes()).unwrap();
+        drop(file);
+        let refused = Journal::recover(&w.store, &w.db, w.callback()).await;
+        let why = refused.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            why.contains("cannot be read") && why.contains("move the file aside"),
+            "{why}"
+        );
+        assert!(w.journal_path().exists(), "kept for whoever decides");
+        assert!(w.log().await.is_empty());
+    }
+
+    #[tokio::test]
     async fn the_ring_wraps_and_what_follows_a_wrap_survives_a_crash() {
         let w = World::new().await;
         let journal = w.recover().await;
@@ -1258,6 +1428,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn space_is_reused_only_once_the_log_has_reached_the_disk() {
+        let w = World::new().await;
+        let journal = w.recover().await;
+        let mut sent = Vec::new();
+        let mut n = 0;
+        while journal.ring().write_lsn < INITIAL_CAPACITY * 3 / 4 {
+            n += 1;
+            let m = w.message(n, 100_000);
+            journal.append(std::slice::from_ref(&m)).unwrap();
+            sent.push(m);
+        }
+        let start = journal.ring().moved_lsn;
+        while journal.move_once(&w.store).await.unwrap() > 0 {}
+        // In the log (committed without waiting for the disk), so found there…
+        assert_eq!(w.log().await, sent);
+        assert!(journal.ring().index.is_empty());
+        // …but the journal keeps them until the log is flushed.
+        assert_eq!(journal.ring().moved_lsn, start);
+        assert!(
+            journal.wants_durable(Duration::ZERO),
+            "the ring is half full"
+        );
+        let big = w.message(1000, 400_000);
+        let appending = {
+            let journal = journal.clone();
+            let big = big.clone();
+            std::thread::spawn(move || journal.append(&[big]))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!appending.is_finished(), "no room yet");
+        assert_eq!(journal.ring().space_waiters, 1);
+        journal.make_durable().await.unwrap();
+        {
+            let ring = journal.ring();
+            assert_eq!(ring.moved_lsn, ring.write_lsn);
+        }
+        assert_eq!(appending.join().unwrap().unwrap(), [Recorded::Stored]);
+        // A crash now: what is only in the journal is moved at the next open, and what
+        // was moved already is not stored twice.
+        drop(journal);
+        let _reopened = w.recover().await;
+        sent.push(big);
+        assert_eq!(w.log().await, sent);
+    }
+
+    #[tokio::test]
     async fn a_failed_write_stops_appending_and_keeps_what_was_stored() {
         let w = World::new().await;
         let journal = w.recover().await;
@@ -1265,7 +1481,8 @@ mod tests {
         journal.append(std::slice::from_ref(&kept)).unwrap();
         {
             let mut ring = journal.ring();
-            ring.file = Some(File::open(w.journal_path()).unwrap()); // read-only: writes fail
+            // Read-only: writes fail.
+            ring.file = Some(Arc::new(File::open(w.journal_path()).unwrap()));
         }
         let lost = w.message(2, 100);
         assert!(journal.append(std::slice::from_ref(&lost)).is_err());
@@ -1284,19 +1501,16 @@ mod tests {
         let w = World::new().await;
         let journal = w.recover().await;
         journal.append(&[w.message(1, 10)]).unwrap();
+        let busy = Journal::recover(&w.store, &w.db, w.callback()).await;
         assert!(
-            Journal::recover(&w.store, &w.db, w.callback())
-                .await
-                .unwrap()
-                .is_none()
+            matches!(&busy, Err(StoreError::Unavailable(why)) if why.contains("another process")),
+            "{:?}",
+            busy.err()
         );
         drop(journal);
-        assert!(
-            Journal::recover(&w.store, &w.db, w.callback())
-                .await
-                .unwrap()
-                .is_some()
-        );
+        let _free = w.recover().await;
+        // Its message was moved into the log by the second open.
+        assert_eq!(w.log().await.len(), 1);
     }
 
     #[test]

@@ -163,7 +163,9 @@ pub trait Hl7Store: Send + Sync {
     /// flush of a small file, and moves it into the table moments later. Messages a
     /// previous process left in it are moved before this returns. `moved` is called
     /// each time messages reach the table (the applier waits for them). `None` when the
-    /// backend has no journal, or another process holds it: record messages directly.
+    /// backend has no journal: record messages directly. An error when the journal exists
+    /// but cannot be used now (another process holds it; what it holds cannot be read or
+    /// moved): then nothing should be recorded at all, or messages would be out of order.
     async fn open_hl7_journal(
         &self,
         moved: Arc<dyn Fn() + Send + Sync>,

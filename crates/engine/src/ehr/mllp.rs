@@ -3,19 +3,24 @@
 //!
 //! Connections are served by a few threads of their own, each running its connections
 //! on a single-threaded runtime, so that a message's way from its socket to the disk and
-//! back to its reply crosses no thread: on a virtual machine each wake-up of another
-//! thread costs tens of microseconds, and an interface engine sending one message at a
-//! time pays every one of them on every message. Each thread stores what its
-//! connections accepted in one group commit: with the store's HL7 journal (SQLite), one
-//! write and one flush done right there on the thread, the threads taking turns; without
-//! it (PostgreSQL), one transaction through the store. While a thread waits for the disk
-//! its other connections' next messages gather, and go into its next commit.
+//! back to its reply crosses no thread when it can help it: on a virtual machine each
+//! wake-up of another thread costs tens of microseconds, and an interface engine sending
+//! one message at a time pays every one of them on every message.
+//!
+//! Accepted messages wait in one queue for all threads, and are committed as a group by
+//! a leader: the first thread to find messages waiting while nobody leads. It commits
+//! everything waiting (with the store's HL7 journal, on SQLite, one write and one flush
+//! done right there on its thread; without it, on PostgreSQL, one transaction through the
+//! store), hands out the results, lets its own connections run, and commits again while
+//! messages are waiting. Meanwhile the other threads read, check and queue their
+//! connections' next messages, which then go into the leader's next commit: the disk is
+//! kept busy with commits as large as the senders make them, and a lone sender is never
+//! kept waiting.
 
 use super::Hl7Receiver;
 use super::hl7_ingest::RowSink;
 use futures_util::{SinkExt, StreamExt};
 use hl7::mllp::{MllpCodec, MllpError};
-use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,13 +38,63 @@ const DRAIN: Duration = Duration::from_secs(10);
 const COMMIT_ROWS: usize = 512;
 const COMMIT_BYTES: usize = 16 << 20;
 
+/// How accepted messages are stored.
+#[derive(Clone)]
+enum Storing {
+    /// Through the store's HL7 journal.
+    Journal(Arc<dyn Hl7Journal>),
+    /// In the message log directly (the backend has no journal).
+    Direct,
+    /// Not at all for now: the journal exists but cannot be used (another process holds
+    /// it, or what it holds cannot be read or moved). Storing past it would put messages
+    /// out of order, so they are answered AR (the sender keeps them and sends them
+    /// again) while it is tried again.
+    Refused(String),
+}
+
+/// How often a journal that could not be opened is tried again.
+const JOURNAL_RETRY: Duration = Duration::from_secs(2);
+/// How long a message waits for its commit before it is answered AR (the sender sends it
+/// again; should it have been stored after all, the repeat gets its reply).
+const COMMIT_WAIT: Duration = Duration::from_secs(30);
+
 /// What the connection threads share.
 struct Shared {
     receiver: Arc<Hl7Receiver>,
-    journal: Option<Arc<dyn Hl7Journal>>,
-    /// Held by the thread appending to the journal: the others gather meanwhile.
-    turn: tokio::sync::Mutex<()>,
+    storing: std::sync::RwLock<Storing>,
+    /// Accepted messages waiting for a commit, oldest first.
+    waiting: std::sync::Mutex<Vec<Waiting>>,
+    /// Whether a thread is leading the commits (see the module's documentation).
+    leading: AtomicBool,
     warned_journal: AtomicBool,
+}
+
+impl Shared {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Vec<Waiting>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn storing(&self) -> Storing {
+        self.storing
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Opens the store's HL7 journal.
+async fn open_journal(receiver: &Hl7Receiver) -> Storing {
+    let engine = receiver.engine().clone();
+    let ready = engine.clone();
+    match engine
+        .store
+        .open_hl7_journal(Arc::new(move || ready.hl7_ready.notify_one()))
+        .await
+    {
+        Ok(Some(journal)) => Storing::Journal(journal),
+        Ok(None) => Storing::Direct,
+        Err(e) => Storing::Refused(e.to_string()),
+    }
 }
 
 /// Serves MLLP on `listener` until `stop` resolves; then stops accepting, lets each
@@ -64,23 +119,16 @@ pub async fn serve_on(
     threads: usize,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    let engine = receiver.engine().clone();
-    let ready = engine.clone();
-    let journal = match engine
-        .store
-        .open_hl7_journal(Arc::new(move || ready.hl7_ready.notify_one()))
-        .await
-    {
-        Ok(j) => j,
-        Err(e) => {
-            tracing::error!(error = %e, "the HL7 journal could not be opened; HL7 messages are recorded directly");
-            None
-        }
-    };
+    let storing = open_journal(&receiver).await;
+    if let Storing::Refused(why) = &storing {
+        tracing::error!(error = %why, "the HL7 journal cannot be used; HL7 messages are answered AR until it can (tried again every 2 s)");
+    }
+    let retrying = matches!(storing, Storing::Refused(_));
     let shared = Arc::new(Shared {
         receiver,
-        journal,
-        turn: tokio::sync::Mutex::new(()),
+        storing: std::sync::RwLock::new(storing),
+        waiting: std::sync::Mutex::new(Vec::new()),
+        leading: AtomicBool::new(false),
         warned_journal: AtomicBool::new(false),
     });
     let (stopping_tx, stopping_rx) = watch::channel(false);
@@ -109,6 +157,20 @@ pub async fn serve_on(
         tracing::error!("no MLLP connection thread could start; MLLP is not served");
         return;
     }
+    let retry = retrying.then(|| {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(JOURNAL_RETRY).await;
+                let storing = open_journal(&shared.receiver).await;
+                if !matches!(storing, Storing::Refused(_)) {
+                    tracing::info!("the HL7 journal can be used again; HL7 messages are taken");
+                    *shared.storing.write().unwrap_or_else(|e| e.into_inner()) = storing;
+                    return;
+                }
+            }
+        })
+    });
     tokio::pin!(stop);
     let mut next = 0usize;
     loop {
@@ -133,17 +195,25 @@ pub async fn serve_on(
         }
     }
     drop(listener);
+    if let Some(retry) = retry {
+        retry.abort();
+    }
+    // One deadline for all of it: the exchanges in flight, then the journal.
+    let deadline = tokio::time::Instant::now() + DRAIN;
     let _ = stopping_tx.send(true);
     drop(inboxes);
     for done in finished {
-        let _ = tokio::time::timeout(DRAIN + Duration::from_secs(1), done).await;
+        let _ = tokio::time::timeout_at(deadline, done).await;
     }
-    if let Some(journal) = &shared.journal
-        && !journal.close(DRAIN).await
-    {
-        tracing::warn!(
-            "HL7 messages are still in the journal at shutdown; they are moved into the log at the next start"
-        );
+    if let Storing::Journal(journal) = shared.storing() {
+        let left = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(Duration::from_secs(1));
+        if !journal.close(left).await {
+            tracing::warn!(
+                "HL7 messages are still in the journal at shutdown; they are moved into the log at the next start"
+            );
+        }
     }
 }
 
@@ -166,8 +236,11 @@ fn connection_thread(
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
-        let sink = Rc::new(LocalCommit::default());
-        let committer = tokio::task::spawn_local(commit_loop(sink.clone(), shared.clone()));
+        let sink = Rc::new(ThreadCommit {
+            shared: shared.clone(),
+            wake: Notify::new(),
+        });
+        let committer = tokio::task::spawn_local(commit_loop(sink.clone()));
         let mut connections = tokio::task::JoinSet::new();
         let for_connections = stopping.clone();
         loop {
@@ -205,7 +278,7 @@ fn connection_thread(
 async fn connection(
     stream: TcpStream,
     shared: Arc<Shared>,
-    sink: Rc<LocalCommit>,
+    sink: Rc<ThreadCommit>,
     mut stopping: watch::Receiver<bool>,
 ) {
     let mut framed = Framed::new(stream, MllpCodec::new());
@@ -248,95 +321,117 @@ async fn connection(
 
 type Waiting = (Hl7Message, oneshot::Sender<StoreResult<Recorded>>);
 
-/// A connection thread's group commit: the rows its connections accepted, waiting for
-/// the thread's next commit.
-#[derive(Default)]
-struct LocalCommit {
-    queue: RefCell<Vec<Waiting>>,
+/// A connection thread's way into the shared group commit.
+struct ThreadCommit {
+    shared: Arc<Shared>,
+    /// Wakes this thread's committer.
     wake: Notify,
 }
 
-impl RowSink for LocalCommit {
+impl RowSink for ThreadCommit {
     async fn record(&self, row: Hl7Message) -> StoreResult<Recorded> {
         let (tx, rx) = oneshot::channel();
-        self.queue.borrow_mut().push((row, tx));
+        self.shared.waiting().push((row, tx));
         self.wake.notify_one();
-        rx.await
-            .unwrap_or_else(|_| Err(StoreError::Unavailable("the MLLP commit stopped".into())))
+        match tokio::time::timeout(COMMIT_WAIT, rx).await {
+            Ok(Ok(recorded)) => recorded,
+            Ok(Err(_)) => Err(StoreError::Unavailable("the MLLP commit stopped".into())),
+            Err(_) => Err(StoreError::Unavailable(
+                "the message was not stored in time".into(),
+            )),
+        }
     }
 }
 
-/// Commits what the thread's connections accepted, a batch at a time.
-async fn commit_loop(sink: Rc<LocalCommit>, shared: Arc<Shared>) {
+/// A connection thread's committer: woken when one of its connections queues a message,
+/// it leads the commits unless another thread already does (and will take that message).
+async fn commit_loop(sink: Rc<ThreadCommit>) {
+    let shared = &sink.shared;
     loop {
-        if sink.queue.borrow().is_empty() {
-            sink.wake.notified().await;
-        }
-        // Let the connections whose next message has arrived meanwhile hand it in too.
+        sink.wake.notified().await;
+        // Let this thread's connections whose next message has arrived meanwhile queue it
+        // too.
         tokio::task::yield_now().await;
-        let turn = match &shared.journal {
-            Some(_) => Some(shared.turn.lock().await),
-            None => None,
-        };
-        let batch = take_batch(&sink);
-        if batch.is_empty() {
-            continue;
-        }
-        let (rows, waiting): (Vec<Hl7Message>, Vec<_>) = batch.into_iter().unzip();
-        let results = match &shared.journal {
-            // Blocks this thread for the write and the flush: its connections are
-            // waiting for this commit anyway, and the next messages queue in the socket.
-            Some(journal) => journal.append(&rows).inspect_err(|e| {
-                if !shared.warned_journal.swap(true, Ordering::Relaxed) {
-                    tracing::error!(error = %e, "the HL7 journal refused messages; they are answered AR (warned once)");
-                }
-            }),
-            None => {
-                let engine = shared.receiver.engine();
-                let stored = engine.store.record_hl7_messages(&rows).await;
-                if let Ok(results) = &stored
-                    && rows.iter().zip(results).any(|(row, r)| {
-                        row.state == store::Hl7State::Pending && *r == Recorded::Stored
-                    })
-                {
-                    engine.hl7_ready.notify_one();
-                }
-                stored
+        loop {
+            if shared
+                .leading
+                .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                // The leader commits what is waiting, ours included.
+                break;
             }
-        };
-        drop(turn);
-        match results {
-            Ok(results) => {
-                for (done, r) in waiting.into_iter().zip(results) {
-                    let _ = done.send(Ok(r));
+            loop {
+                let batch = take_batch(&mut shared.waiting());
+                if batch.is_empty() {
+                    break;
                 }
+                commit(shared, batch).await;
+                // Let this thread's connections send their replies and queue their next
+                // messages before the next commit.
+                tokio::task::yield_now().await;
             }
-            Err(e) => {
-                let why = e.to_string();
-                for done in waiting {
-                    let _ = done.send(Err(StoreError::Unavailable(why.clone())));
-                }
+            shared.leading.store(false, Ordering::SeqCst);
+            // A message queued after the last look but before leadership was given up
+            // found a leader and left it to them: look again.
+            if shared.waiting().is_empty() {
+                break;
             }
         }
     }
 }
 
-/// The oldest waiting rows, up to [`COMMIT_ROWS`] and [`COMMIT_BYTES`].
-fn take_batch(sink: &LocalCommit) -> Vec<Waiting> {
-    let mut queue = sink.queue.borrow_mut();
+/// Stores a batch and hands each message its result.
+async fn commit(shared: &Shared, batch: Vec<Waiting>) {
+    let (rows, waiting): (Vec<Hl7Message>, Vec<_>) = batch.into_iter().unzip();
+    let results = match shared.storing() {
+        // Blocks this thread for the write and the flush: the messages of its connections
+        // are in the batch or queue for the next one, and the other threads go on.
+        Storing::Journal(journal) => journal.append(&rows).inspect_err(|e| {
+            if !shared.warned_journal.swap(true, Ordering::Relaxed) {
+                tracing::error!(error = %e, "the HL7 journal refused messages; they are answered AR (warned once)");
+            }
+        }),
+        Storing::Refused(why) => Err(StoreError::Unavailable(why)),
+        Storing::Direct => {
+            let engine = shared.receiver.engine();
+            let stored = engine.store.record_hl7_messages(&rows).await;
+            if let Ok(results) = &stored
+                && rows.iter().zip(results).any(|(row, r)| {
+                    row.state == store::Hl7State::Pending && *r == Recorded::Stored
+                })
+            {
+                engine.hl7_ready.notify_one();
+            }
+            stored
+        }
+    };
+    match results {
+        Ok(results) => {
+            for (done, r) in waiting.into_iter().zip(results) {
+                let _ = done.send(Ok(r));
+            }
+        }
+        Err(e) => {
+            let why = e.to_string();
+            for done in waiting {
+                let _ = done.send(Err(StoreError::Unavailable(why.clone())));
+            }
+        }
+    }
+}
+
+/// The oldest waiting messages, up to [`COMMIT_ROWS`] and [`COMMIT_BYTES`].
+fn take_batch(waiting: &mut Vec<Waiting>) -> Vec<Waiting> {
     let mut bytes = 0;
     let mut n = 0;
-    for (row, _) in queue.iter() {
+    for (row, _) in waiting.iter() {
         if n >= COMMIT_ROWS || (n > 0 && bytes + row.raw.len() > COMMIT_BYTES) {
             break;
         }
         bytes += row.raw.len();
         n += 1;
     }
-    let rest = queue.split_off(n);
-    let batch = std::mem::replace(&mut *queue, rest);
-    if !queue.is_empty() {
-        sink.wake.notify_one();
-    }
-    batch
+    let rest = waiting.split_off(n);
+    std::mem::replace(waiting, rest)
 }

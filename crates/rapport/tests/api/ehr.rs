@@ -815,6 +815,60 @@ both_backends!(
     csv_import_reports_rows_and_is_idempotent,
 );
 
+/// While another process holds the SQLite database's HL7 journal, messages are answered
+/// AR (stored nowhere, so nothing gets out of order); once it is free they are taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_held_elsewhere_refuses_messages_until_it_is_free() {
+    let mut held = None;
+    let app = TestApp::spawn_with(crate::harness::Backend::Sqlite, |config| {
+        let db = config
+            .database_url
+            .trim_start_matches("sqlite://")
+            .to_owned();
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(format!("{db}-hl7journal.lock"))
+            .unwrap();
+        lock.try_lock().unwrap();
+        held = Some(lock);
+    })
+    .await
+    .unwrap();
+    let message = siu("S12", "LOCK1", "L100", "202404010900", "Booked");
+    let reply = app.mllp_send(&message).await;
+    assert_eq!(msa(&reply), ("AR".into(), "LOCK1".into()), "{reply}");
+    assert!(
+        err_segment(&reply).contains("send it again later"),
+        "{reply}"
+    );
+    drop(held);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let reply = app.mllp_send(&message).await;
+        if msa(&reply).0 == "AA" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still refused: {reply}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    app.eventually("the booking", || async {
+        appointment_by_filler(&app, "MRN001").await
+    })
+    .await;
+    let (_, log) = app.get("/api/v1/hl7/messages?control_id=LOCK1").await;
+    assert_eq!(
+        log["items"].as_array().unwrap().len(),
+        1,
+        "stored once: {log}"
+    );
+    app.stop().await;
+}
+
 async fn fhir_is_scoped_to_the_callers_organisation_and_role(app: &TestApp) {
     let (_, b_token) = app.other_org("south-clinic").await;
     let fhir = |token: String, method: reqwest::Method, path: String, body: Option<Value>| async move {
