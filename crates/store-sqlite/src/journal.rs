@@ -1309,11 +1309,11 @@ mod tests {
         };
         drop(journal);
         // Power fails while the last record is written: its tail never reaches the disk.
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .write(true)
             .open(w.journal_path())
             .unwrap();
-        write_at(&mut file, HEADER_LEN + last_start + 600, &[0u8; 200]).unwrap();
+        write_at(&file, HEADER_LEN + last_start + 600, &[0u8; 200]).unwrap();
         drop(file);
         let _reopened = w.recover().await;
         assert_eq!(w.log().await, messages[..3]);
