@@ -3,10 +3,12 @@
 //! An MLLP sender waits for each message's ACK, and the ACK may only leave once the
 //! message is on disk (DESIGN §3). A SQLite commit of one row here writes a dozen WAL
 //! frames (the table and its indexes), each a system call, then flushes the WAL; the
-//! journal instead writes the received messages as one contiguous block of a file that
-//! was zero-filled when it was made, and flushes that (`fdatasync`, which on a file whose
-//! size does not change writes no metadata). A task then moves them into `hl7_messages`
-//! in large durable transactions, in the order they were appended, and only afterwards
+//! journal instead writes the received messages as one block of a file that was
+//! zero-filled when it was made, with `O_DIRECT | O_DSYNC` where the filesystem allows
+//! (the write bypasses the page cache and is on the disk when it returns; elsewhere a
+//! write, then `fdatasync`). Each append starts on a fresh 4 KiB block, so it never
+//! rewrites a block holding messages already acknowledged. A task then moves them into
+//! `hl7_messages` in large transactions, in the order they were appended, and only afterwards
 //! lets the journal reuse their space.
 //!
 //! Layout: a 4 KiB header holding two 512-byte slots (written alternately, each with a
@@ -58,6 +60,11 @@ const RECORD_HEADER: u64 = 24;
 const KIND_ROW: u8 = 1;
 const KIND_PAD: u8 = 2;
 
+/// Every append starts at a multiple of this (padding the one before it): appends then
+/// never rewrite a block holding messages already acknowledged, and can bypass the page
+/// cache (`O_DIRECT`), whose reads and writes must be aligned to blocks.
+const BLOCK: u64 = 4096;
+
 /// The size a new journal's ring starts at.
 pub const INITIAL_CAPACITY: u64 = 1 << 20;
 /// The most the ring grows to; a batch must fit in half of it.
@@ -103,6 +110,9 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
 struct Ring {
     /// The file, shared with whoever writes to it; `None` until the first append makes it.
     file: Option<Arc<File>>,
+    /// The same file opened for appends that bypass the page cache and are on the disk
+    /// when written (`O_DIRECT | O_DSYNC`, where the platform and filesystem allow).
+    direct: Option<Arc<File>>,
     capacity: u64,
     /// Where the next record goes.
     write_lsn: u64,
@@ -586,6 +596,7 @@ impl Journal {
             .map_err(|e| StoreError::Unavailable(format!("HL7 journal: {e}")))?;
         let ring = Ring {
             file: None,
+            direct: None,
             capacity: INITIAL_CAPACITY,
             write_lsn: 0,
             committed_lsn: 0,
@@ -716,7 +727,7 @@ impl Journal {
             )));
         }
         let deadline = Instant::now() + SPACE_WAIT;
-        let (file, capacity, start) = loop {
+        let ((file, direct), capacity, start) = loop {
             let mut ring = self.ring();
             if let Some(why) = &ring.failed {
                 return Err(StoreError::Unavailable(format!(
@@ -751,8 +762,10 @@ impl Journal {
                         "HL7 journal made larger: messages arrived faster than they reached the log"
                     );
                 }
+                let direct = open_direct(&self.path);
                 let mut ring = self.ring();
                 ring.file = Some(Arc::new(file));
+                ring.direct = direct.map(Arc::new);
                 ring.capacity = capacity;
                 ring.write_lsn = lsn;
                 ring.committed_lsn = lsn;
@@ -766,7 +779,7 @@ impl Journal {
             if end - ring.checkpoint <= ring.capacity
                 && let Some(file) = ring.file.clone()
             {
-                break (file, ring.capacity, ring.write_lsn);
+                break ((file, ring.direct.clone()), ring.capacity, ring.write_lsn);
             }
             // Full: wait for the mover, and grow the ring when it is next empty.
             ring.grow = true;
@@ -794,9 +807,7 @@ impl Journal {
         for (p, total) in payloads.iter().zip(&totals) {
             let room = capacity - lsn % capacity;
             if room < *total {
-                if room >= RECORD_HEADER {
-                    encode_pad(lsn, room, &mut block);
-                }
+                pad(lsn, room, &mut block);
                 lsn += room;
                 parts.push((part_start, std::mem::take(&mut block)));
                 part_start = HEADER_LEN;
@@ -805,12 +816,19 @@ impl Journal {
             lsn += total;
             ends.push(lsn);
         }
+        let end = block_end(lsn, capacity);
+        pad(lsn, end - lsn, &mut block);
+        lsn = end;
         parts.push((part_start, block));
-        let outcome = parts
-            .iter()
-            .filter(|(_, bytes)| !bytes.is_empty())
-            .try_for_each(|(offset, bytes)| write_at(&file, *offset, bytes))
-            .and_then(|()| file.sync_data());
+        let mut parts = parts.iter().filter(|(_, bytes)| !bytes.is_empty());
+        let outcome = match &direct {
+            // On the disk once written.
+            Some(direct) => parts
+                .try_for_each(|(offset, bytes)| write_at(direct, *offset, aligned(bytes).get())),
+            None => parts
+                .try_for_each(|(offset, bytes)| write_at(&file, *offset, bytes))
+                .and_then(|()| file.sync_data()),
+        };
         if let Err(e) = outcome {
             // What reached the disk is now unknown; stop appending (see `failed`).
             let why = e.to_string();
@@ -960,7 +978,8 @@ impl Journal {
     }
 }
 
-/// Where the LSN is after records of `totals` bytes are laid out from `lsn`.
+/// Where the LSN is after records of `totals` bytes are laid out from `lsn`, and the
+/// padding to the next block.
 fn layout_end(mut lsn: u64, capacity: u64, totals: &[u64]) -> u64 {
     for total in totals {
         let room = capacity - lsn % capacity;
@@ -969,7 +988,76 @@ fn layout_end(mut lsn: u64, capacity: u64, totals: &[u64]) -> u64 {
         }
         lsn += total;
     }
-    lsn
+    block_end(lsn, capacity)
+}
+
+/// Where padding from `lsn` (8-aligned) to a block boundary ends: the next boundary, or
+/// the one after when the gap is too short for a padding record (unless the ring ends
+/// there: a gap shorter than a record header at the end of the ring is skipped anyway).
+fn block_end(lsn: u64, capacity: u64) -> u64 {
+    let gap = (BLOCK - lsn % BLOCK) % BLOCK;
+    let room = capacity - lsn % capacity;
+    if gap == 0 || gap >= RECORD_HEADER || room == gap {
+        lsn + gap
+    } else {
+        lsn + gap + BLOCK
+    }
+}
+
+/// `len` bytes of padding at `lsn`: a padding record, or zeros when too short for one.
+fn pad(lsn: u64, len: u64, out: &mut Vec<u8>) {
+    if len >= RECORD_HEADER {
+        encode_pad(lsn, len, out);
+    } else {
+        out.resize(out.len() + len as usize, 0);
+    }
+}
+
+/// Bytes in memory aligned to [`BLOCK`], as `O_DIRECT` needs.
+struct Aligned {
+    buf: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl Aligned {
+    fn get(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
+    }
+}
+
+fn aligned(bytes: &[u8]) -> Aligned {
+    let block = BLOCK as usize;
+    let mut buf = vec![0u8; bytes.len() + block];
+    let start = (block - buf.as_ptr() as usize % block) % block;
+    buf[start..start + bytes.len()].copy_from_slice(bytes);
+    Aligned {
+        buf,
+        start,
+        len: bytes.len(),
+    }
+}
+
+/// The journal opened for appends that bypass the page cache and are on the disk when
+/// written; `None` where the platform or the filesystem (tmpfs, say) cannot, and appends
+/// are written and then flushed instead.
+fn open_direct(path: &Path) -> Option<File> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        match OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
+            .open(path)
+        {
+            Ok(f) => return Some(f),
+            Err(e) => {
+                tracing::info!(error = %e, "the HL7 journal's filesystem does not take direct writes; appends are written, then flushed");
+            }
+        }
+    }
+    let _ = path;
+    None
 }
 
 /// The stored message with `m`'s duplicate key, and its reply.
@@ -1305,7 +1393,7 @@ mod tests {
         }
         let last_start = {
             let ring = journal.ring();
-            ring.queue[2].0
+            block_end(ring.queue[2].0, ring.capacity)
         };
         drop(journal);
         // Power fails while the last record is written: its tail never reaches the disk.
@@ -1482,7 +1570,11 @@ mod tests {
         {
             let mut ring = journal.ring();
             // Read-only: writes fail.
-            ring.file = Some(Arc::new(File::open(w.journal_path()).unwrap()));
+            let read_only = Arc::new(File::open(w.journal_path()).unwrap());
+            ring.file = Some(read_only.clone());
+            if ring.direct.is_some() {
+                ring.direct = Some(read_only);
+            }
         }
         let lost = w.message(2, 100);
         assert!(journal.append(std::slice::from_ref(&lost)).is_err());
@@ -1547,12 +1639,17 @@ mod tests {
     }
 
     #[test]
-    fn the_layout_pads_the_tail_of_the_ring() {
-        // 100-byte ring, records of 40: the third does not fit after 80 and starts the
-        // next lap at 100.
-        assert_eq!(layout_end(0, 100, &[40, 40]), 80);
-        assert_eq!(layout_end(0, 100, &[40, 40, 40]), 140);
-        assert_eq!(layout_end(96, 100, &[8]), 108);
-        assert_eq!(layout_end(92, 100, &[8]), 100);
+    fn the_layout_pads_the_tail_of_the_ring_and_each_append_to_a_block() {
+        // Each append ends on a block boundary…
+        assert_eq!(layout_end(0, 1 << 20, &[40, 40]), BLOCK);
+        assert_eq!(layout_end(0, 1 << 20, &[4000]), BLOCK);
+        // …or the next one, when the gap is too short for a padding record…
+        assert_eq!(layout_end(0, 1 << 20, &[4080]), 2 * BLOCK);
+        // …unless the ring ends there.
+        assert_eq!(layout_end(0, 2 * BLOCK, &[2 * BLOCK - 16]), 2 * BLOCK);
+        // A record that does not fit before the end of the ring starts the next lap.
+        assert_eq!(layout_end(BLOCK, 2 * BLOCK, &[5000]), 2 * BLOCK + 2 * BLOCK);
+        assert_eq!(block_end(96, 1 << 20), BLOCK);
+        assert_eq!(block_end(BLOCK, 1 << 20), BLOCK);
     }
 }
