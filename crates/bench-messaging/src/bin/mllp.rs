@@ -1105,6 +1105,74 @@ async fn run_app(
 }
 
 // ---------------------------------------------------------------------------------------
+// The disk alone.
+
+struct FlushRun {
+    how: &'static str,
+    writes: usize,
+    secs: f64,
+    latency: Latency,
+}
+
+/// Durable writes of `blocks` 4 KiB blocks, one after another, for `--raw-seconds`, to a
+/// zero-filled file, as the HL7 journal writes: `O_DIRECT | O_DSYNC` where the filesystem
+/// allows, else a write and `fdatasync`.
+fn raw_flush(args: &Args, blocks: usize) -> anyhow::Result<FlushRun> {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    let dir = std::env::temp_dir().join(format!("rapport-bench-flush-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("flush");
+    const SPAN: usize = 8 << 20;
+    {
+        let mut f = std::fs::File::create(&path)?;
+        f.write_all(&vec![0u8; SPAN])?;
+        f.sync_all()?;
+    }
+    let direct = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
+            .open(&path)
+            .ok()
+    };
+    let buffered = std::fs::OpenOptions::new().write(true).open(&path)?;
+    let len = 4096 * blocks;
+    let mut mem = vec![7u8; len + 4096];
+    let start = (4096 - mem.as_ptr() as usize % 4096) % 4096;
+    let block = &mut mem[start..start + len];
+    let limit = Duration::from_secs(args.raw_seconds);
+    let wall = std::time::Instant::now();
+    let mut latencies = Vec::new();
+    let mut offset = 0usize;
+    while wall.elapsed() < limit && latencies.len() < args.raw_max_rows {
+        let t = std::time::Instant::now();
+        match &direct {
+            Some(f) => f.write_all_at(block, offset as u64)?,
+            None => {
+                buffered.write_all_at(block, offset as u64)?;
+                buffered.sync_data()?;
+            }
+        }
+        latencies.push(t.elapsed());
+        offset = (offset + len) % (SPAN - len);
+    }
+    let secs = wall.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(FlushRun {
+        how: if direct.is_some() {
+            "O_DIRECT|O_DSYNC"
+        } else {
+            "write + fdatasync"
+        },
+        writes: latencies.len(),
+        secs,
+        latency: Latency::of(&latencies, 0, Duration::ZERO),
+    })
+}
+
+// ---------------------------------------------------------------------------------------
 // Raw SQLite.
 
 /// The row the store writes for message `n` (computed as `hl7_ingest` computes it).
@@ -1523,6 +1591,25 @@ async fn run(args: &Args, loader: &Loader) -> anyhow::Result<()> {
         }
     }
 
+    // (c) The disk alone: one durable write of a block (as the journal does it).
+    let mut flushes = Vec::new();
+    if !args.app_only {
+        for blocks in [1usize, 4] {
+            let f = raw_flush(args, blocks)?;
+            println!(
+                "   raw  durable write of {:>2} KiB ({}): {:>7} writes in {:.2} s = {:>7} writes/s; p50 {}, p99 {}",
+                4 * blocks,
+                f.how,
+                grouped(f.writes as u64),
+                f.secs,
+                rate(f.writes as f64 / f.secs.max(1e-9)),
+                f.latency.p50,
+                f.latency.p99,
+            );
+            flushes.push(f);
+        }
+    }
+
     let parts = if args.skip_breakdown {
         Vec::new()
     } else {
@@ -1549,6 +1636,20 @@ async fn run(args: &Args, loader: &Loader) -> anyhow::Result<()> {
         _ => "-".into(),
     };
     let raw_rate = |b: usize| raws.iter().find(|r| r.batch == b).map(RawRun::rows_per_s);
+    // What one connection cannot beat here: each message is one exchange (the echo
+    // server's round trip) plus one durable write.
+    let echo_one_ms =
+        find_phase(&phases, "echo", Scenario::One).map(|p| 1000.0 / p.outcome.rate().max(1e-9));
+    let floor_one = match (echo_one_ms, flushes.first()) {
+        (Some(rtt), Some(f)) => Some(1000.0 / (rtt + f.latency.p50.ms())),
+        _ => None,
+    };
+    if let Some(floor) = floor_one {
+        println!(
+            "   one connection's ceiling on this machine now: 1 / (echo round trip + one durable 4 KiB write, p50) = {} msg/s",
+            rate(floor)
+        );
+    }
     let mut ratios = vec![
         (
             format!("app / echo, {} conns (msg/s)", args.connections),
@@ -1582,6 +1683,11 @@ async fn run(args: &Args, loader: &Loader) -> anyhow::Result<()> {
         (
             "app 1 conn / raw SQLite 1 row per transaction (msg/s ÷ rows/s)".to_owned(),
             ratio(Some(app_one), raw_rate(1)),
+        ),
+        (
+            "app 1 conn / one connection's ceiling (echo round trip + one durable 4 KiB write)"
+                .to_owned(),
+            ratio(Some(app_one), floor_one),
         ),
         (
             format!(
