@@ -5,53 +5,15 @@
 
 use channels::simulator::SimulatorConfig;
 use rand::{Rng, SeedableRng};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::{AppStore, StoreError};
 
-const BIN: &str = env!("CARGO_BIN_EXE_rapport");
+mod serve_process;
+use serve_process::{Server, free_port};
+
 const MESSAGES: usize = 10_000;
 const KILLS: usize = 5;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Server {
-    env: Vec<(String, String)>,
-    child: Option<Child>,
-}
-
-impl Server {
-    fn start(&mut self) {
-        let child = Command::new(BIN)
-            .arg("serve")
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start rapport serve");
-        self.child = Some(child);
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("SIGKILL");
-            child.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 async fn fresh_database(postgres: bool) -> Option<String> {
     if !postgres {
@@ -176,7 +138,7 @@ async fn survives_kill_9(postgres: bool) {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let mut server = Server { env, child: None };
+    let mut server = Server::new(env, None);
     let mut rng = rand::rngs::StdRng::seed_from_u64(if postgres { 2 } else { 1 });
     server.start();
     let mut accepted_at_kill = Vec::new();

@@ -9,7 +9,6 @@
 
 use rand::{Rng, SeedableRng};
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,7 +16,9 @@ use store::{AppStore, Hl7MessageQuery, Hl7State, PageRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const BIN: &str = env!("CARGO_BIN_EXE_rapport");
+mod serve_process;
+use serve_process::{Server, free_port};
+
 const MESSAGES: usize = 3_000;
 const CONNECTIONS: usize = 4;
 const PATIENTS: usize = 300;
@@ -28,52 +29,6 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(15);
 const SEND_DEADLINE: Duration = Duration::from_secs(120);
 /// How long, after the last ACK, every message may take to be applied.
 const APPLY_DEADLINE: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Server {
-    env: Vec<(String, String)>,
-    log: std::path::PathBuf,
-    child: Option<Child>,
-}
-
-impl Server {
-    fn start(&mut self) {
-        // The server's own log, kept for a failure's post-mortem (every run appended).
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(BIN)
-            .arg("serve")
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start rapport serve");
-        self.child = Some(child);
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("SIGKILL");
-            child.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 async fn fresh_database(postgres: bool, dir: &std::path::Path) -> Option<String> {
     if !postgres {
@@ -380,11 +335,7 @@ async fn survives_kill_9(postgres: bool) {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     let server_log = dir.join("server.log");
-    let mut server = Server {
-        env,
-        log: server_log.clone(),
-        child: None,
-    };
+    let mut server = Server::new(env, Some(server_log.clone()));
     server.start();
 
     let tally = Arc::new(Tally::default());
