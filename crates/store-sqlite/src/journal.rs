@@ -151,8 +151,6 @@ pub(crate) struct Journal {
     space: Condvar,
     /// Wakes the mover.
     wake: tokio::sync::Notify,
-    /// Signalled after each batch the mover commits.
-    progress: tokio::sync::Notify,
     stopping: AtomicBool,
     stopped: tokio::sync::Notify,
     mover_done: AtomicBool,
@@ -616,7 +614,6 @@ impl Journal {
             appending: Mutex::new(lookup),
             space: Condvar::new(),
             wake: tokio::sync::Notify::new(),
-            progress: tokio::sync::Notify::new(),
             stopping: AtomicBool::new(false),
             stopped: tokio::sync::Notify::new(),
             mover_done: AtomicBool::new(false),
@@ -870,7 +867,6 @@ impl Journal {
             ring.committed_lsn = ring.write_lsn;
         }
         drop(ring);
-        self.progress.notify_waiters();
         (self.moved)();
     }
 
