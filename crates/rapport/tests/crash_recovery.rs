@@ -23,16 +23,7 @@ async fn fresh_database(postgres: bool) -> Option<String> {
         ));
         return Some(format!("sqlite://{}", path.display()));
     }
-    let url = std::env::var("RAPPORT_TEST_POSTGRES_URL").ok()?;
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-    let name = format!("rapport_crash_{}", uuid::Uuid::now_v7().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let (prefix, _) = url.rsplit_once('/').unwrap();
-    Some(format!("{prefix}/{name}"))
+    serve_process::fresh_postgres_database("rapport_crash").await
 }
 
 async fn unfinished(

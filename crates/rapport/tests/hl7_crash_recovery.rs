@@ -34,16 +34,7 @@ async fn fresh_database(postgres: bool, dir: &std::path::Path) -> Option<String>
     if !postgres {
         return Some(format!("sqlite://{}", dir.join("rapport.db").display()));
     }
-    let url = std::env::var("RAPPORT_TEST_POSTGRES_URL").ok()?;
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-    let name = format!("rapport_hl7crash_{}", uuid::Uuid::now_v7().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let (prefix, _) = url.rsplit_once('/').unwrap();
-    Some(format!("{prefix}/{name}"))
+    serve_process::fresh_postgres_database("rapport_hl7crash").await
 }
 
 fn control_id(i: usize) -> String {

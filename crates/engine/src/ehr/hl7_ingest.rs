@@ -344,25 +344,33 @@ struct GroupCommit<'r>(&'r Hl7Receiver);
 impl RowSink for GroupCommit<'_> {
     async fn record(&self, row: Hl7Message) -> StoreResult<Recorded> {
         let receiver = self.0;
-        let pending = row.state == Hl7State::Pending;
         let (done_tx, done_rx) = oneshot::channel();
-        let recorded = match receiver.writer.send((row, done_tx)).await {
+        match receiver.writer.send((row, done_tx)).await {
             Ok(()) => match done_rx.await {
                 Ok(r) => r.map_err(StoreError::Unavailable),
                 Err(_) => Err(StoreError::Unavailable("the group commit stopped".into())),
             },
-            Err(mpsc::error::SendError((row, _))) => receiver
-                .engine
-                .store
-                .record_hl7_messages(std::slice::from_ref(&row))
-                .await
-                .map(|mut v| v.remove(0)),
-        };
-        if pending && matches!(recorded, Ok(Recorded::Stored)) {
-            receiver.engine.hl7_ready.notify_one();
+            Err(mpsc::error::SendError((row, _))) => {
+                record_now(&receiver.engine, std::slice::from_ref(&row))
+                    .await
+                    .map(|mut v| v.remove(0))
+            }
         }
-        recorded
     }
+}
+
+/// Stores received messages in the message log directly (one transaction) and wakes the
+/// applier when one of them waits for it.
+pub(crate) async fn record_now(engine: &Engine, rows: &[Hl7Message]) -> StoreResult<Vec<Recorded>> {
+    let recorded = engine.store.record_hl7_messages(rows).await?;
+    if rows
+        .iter()
+        .zip(&recorded)
+        .any(|(row, r)| row.state == Hl7State::Pending && *r == Recorded::Stored)
+    {
+        engine.hl7_ready.notify_one();
+    }
+    Ok(recorded)
 }
 
 fn internal_error(message: &str) -> AckError {
@@ -420,7 +428,7 @@ async fn group_commit(engine: Arc<Engine>, mut rx: mpsc::Receiver<Pending>) {
             drain(&mut batch);
         }
         let rows: Vec<Hl7Message> = batch.iter().map(|(m, _)| m.clone()).collect();
-        match engine.store.record_hl7_messages(&rows).await {
+        match record_now(&engine, &rows).await {
             Ok(results) => {
                 for ((_, done), r) in batch.into_iter().zip(results) {
                     let _ = done.send(Ok(r));

@@ -393,18 +393,7 @@ async fn commit(shared: &Shared, batch: Vec<Waiting>) {
             }
         }),
         Storing::Refused(why) => Err(StoreError::Unavailable(why)),
-        Storing::Direct => {
-            let engine = shared.receiver.engine();
-            let stored = engine.store.record_hl7_messages(&rows).await;
-            if let Ok(results) = &stored
-                && rows.iter().zip(results).any(|(row, r)| {
-                    row.state == store::Hl7State::Pending && *r == Recorded::Stored
-                })
-            {
-                engine.hl7_ready.notify_one();
-            }
-            stored
-        }
+        Storing::Direct => super::hl7_ingest::record_now(shared.receiver.engine(), &rows).await,
     };
     match results {
         Ok(results) => {

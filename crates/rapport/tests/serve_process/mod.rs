@@ -5,6 +5,21 @@ use std::process::{Child, Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rapport");
 
+/// A new database on the PostgreSQL server of RAPPORT_TEST_POSTGRES_URL, named
+/// `{prefix}_…`; `None` when that is not set.
+pub async fn fresh_postgres_database(prefix: &str) -> Option<String> {
+    let url = std::env::var("RAPPORT_TEST_POSTGRES_URL").ok()?;
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let name = format!("{prefix}_{}", uuid::Uuid::now_v7().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (server, _) = url.rsplit_once('/').unwrap();
+    Some(format!("{server}/{name}"))
+}
+
 /// A loopback port nobody listens on now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
