@@ -1182,6 +1182,23 @@ mod tests {
         moved: Arc<std::sync::atomic::AtomicUsize>,
     }
 
+    impl Drop for World {
+        /// The database and everything beside it (its log, the journal, the lock).
+        fn drop(&mut self) {
+            let (Some(dir), Some(name)) = (self.db.parent(), self.db.file_name()) else {
+                return;
+            };
+            let name = name.to_string_lossy().into_owned();
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    if e.file_name().to_string_lossy().starts_with(&name) {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
+    }
+
     impl World {
         async fn new() -> World {
             let db = std::env::temp_dir()
