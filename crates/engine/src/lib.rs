@@ -72,6 +72,9 @@ pub struct Engine {
     pub events_ready: Notify,
     /// Bumped when HL7 interfaces change, so the MLLP receiver reads them again.
     pub hl7_routing_epoch: std::sync::atomic::AtomicU64,
+    /// Set while the MLLP listener refuses every message (its HL7 journal cannot be
+    /// used): the node is then not ready (`/readyz`).
+    hl7_refusing: std::sync::atomic::AtomicBool,
     /// Fetches inbound MMS media.
     pub(crate) http: reqwest::Client,
     /// Group commit for inbound webhooks (started on first use).
@@ -79,6 +82,16 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// Whether the MLLP listener answers every message AR for now (see `ehr::mllp`).
+    pub fn hl7_refusing(&self) -> bool {
+        self.hl7_refusing.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_hl7_refusing(&self, refusing: bool) {
+        self.hl7_refusing
+            .store(refusing, std::sync::atomic::Ordering::SeqCst);
+    }
+
     pub fn new(
         store: Arc<dyn AppStore>,
         clock: Arc<dyn Clock>,
@@ -100,6 +113,7 @@ impl Engine {
             hl7_ready: Notify::new(),
             events_ready: Notify::new(),
             hl7_routing_epoch: std::sync::atomic::AtomicU64::new(0),
+            hl7_refusing: std::sync::atomic::AtomicBool::new(false),
             http: reqwest::Client::new(),
             inbound_writer: std::sync::OnceLock::new(),
         })

@@ -91,6 +91,14 @@ async fn healthz() -> impl IntoResponse {
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     match state.store.ready().await {
+        // Every HL7 message is answered AR until the journal can be used (the log says
+        // why); an interface engine's load balancer should send them elsewhere.
+        Ok(true) if state.engine.hl7_refusing() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(
+                serde_json::json!({ "status": "HL7 messages refused: the HL7 journal cannot be used" }),
+            ),
+        ),
         Ok(true) => (
             StatusCode::OK,
             Json(serde_json::json!({ "status": "ready" })),

@@ -124,6 +124,7 @@ pub async fn serve_on(
         tracing::error!(error = %why, "the HL7 journal cannot be used; HL7 messages are answered AR until it can (tried again every 2 s)");
     }
     let retrying = matches!(storing, Storing::Refused(_));
+    receiver.engine().set_hl7_refusing(retrying);
     let shared = Arc::new(Shared {
         receiver,
         storing: std::sync::RwLock::new(storing),
@@ -166,6 +167,7 @@ pub async fn serve_on(
                 if !matches!(storing, Storing::Refused(_)) {
                     tracing::info!("the HL7 journal can be used again; HL7 messages are taken");
                     *shared.storing.write().unwrap_or_else(|e| e.into_inner()) = storing;
+                    shared.receiver.engine().set_hl7_refusing(false);
                     return;
                 }
             }
@@ -395,6 +397,13 @@ async fn commit(shared: &Shared, batch: Vec<Waiting>) {
         Storing::Refused(why) => Err(StoreError::Unavailable(why)),
         Storing::Direct => super::hl7_ingest::record_now(shared.receiver.engine(), &rows).await,
     };
+    // `/readyz` tells whether messages are taken now (the retry task clears a journal
+    // that could not be opened).
+    let engine = shared.receiver.engine();
+    let refused = results.is_err();
+    if engine.hl7_refusing() != refused && !matches!(shared.storing(), Storing::Refused(_)) {
+        engine.set_hl7_refusing(refused);
+    }
     match results {
         Ok(results) => {
             for (done, r) in waiting.into_iter().zip(results) {
