@@ -386,7 +386,10 @@ async fn commit_loop(sink: Rc<ThreadCommit>) {
 /// Stores a batch and hands each message its result.
 async fn commit(shared: &Shared, batch: Vec<Waiting>) {
     let (rows, waiting): (Vec<Hl7Message>, Vec<_>) = batch.into_iter().unzip();
-    let results = match shared.storing() {
+    let storing = shared.storing();
+    // The retry task clears a journal that could not be opened.
+    let unopened = matches!(storing, Storing::Refused(_));
+    let results = match storing {
         // Blocks this thread for the write and the flush: the messages of its connections
         // are in the batch or queue for the next one, and the other threads go on.
         Storing::Journal(journal) => journal.append(&rows).inspect_err(|e| {
@@ -397,12 +400,10 @@ async fn commit(shared: &Shared, batch: Vec<Waiting>) {
         Storing::Refused(why) => Err(StoreError::Unavailable(why)),
         Storing::Direct => super::hl7_ingest::record_now(shared.receiver.engine(), &rows).await,
     };
-    // `/readyz` tells whether messages are taken now (the retry task clears a journal
-    // that could not be opened).
+    // `/readyz` tells whether messages are taken now.
     let engine = shared.receiver.engine();
-    let refused = results.is_err();
-    if engine.hl7_refusing() != refused && !matches!(shared.storing(), Storing::Refused(_)) {
-        engine.set_hl7_refusing(refused);
+    if !unopened && engine.hl7_refusing() != results.is_err() {
+        engine.set_hl7_refusing(results.is_err());
     }
     match results {
         Ok(results) => {

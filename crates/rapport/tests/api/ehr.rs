@@ -843,15 +843,9 @@ async fn a_journal_held_elsewhere_refuses_messages_until_it_is_free() {
         err_segment(&reply).contains("send it again later"),
         "{reply}"
     );
-    let ready = app
-        .client
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body: Value = ready.json().await.unwrap();
-    assert!(body["status"].as_str().unwrap().contains("HL7"), "{body}");
+    let (status, ready) = app.get("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+    assert!(ready["status"].as_str().unwrap().contains("HL7"), "{ready}");
     drop(held);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
@@ -869,16 +863,11 @@ async fn a_journal_held_elsewhere_refuses_messages_until_it_is_free() {
         appointment_by_filler(&app, "MRN001").await
     })
     .await;
-    let ready = app
-        .client
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap();
+    let (status, ready) = app.get("/readyz").await;
     assert_eq!(
-        ready.status(),
+        status,
         StatusCode::OK,
-        "ready once messages are taken"
+        "ready once messages are taken: {ready}"
     );
     let (_, log) = app.get("/api/v1/hl7/messages?control_id=LOCK1").await;
     assert_eq!(
