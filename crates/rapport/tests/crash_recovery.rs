@@ -69,9 +69,10 @@ async fn survives_kill_9(postgres: bool) {
 
     // The organisation, its channel (Auth Token sealed with the server's key) and the outbox.
     let store = rapport::open_store(&url).await.unwrap();
-    let org = rapport::cli::create_org(&*store, "crash", "Crash Clinic", "America/New_York")
+    let mut org = rapport::cli::create_org(&*store, "crash", "Crash Clinic", "America/New_York")
         .await
         .unwrap();
+    send_at_any_hour(&*store, &mut org).await;
     let engine = rapport::engine(&config, store.clone(), Arc::new(domain::SystemClock)).unwrap();
     let channel = engine
         .create_channel(
@@ -193,4 +194,15 @@ async fn kill_9_during_a_10000_message_send_loses_and_duplicates_nothing_on_sqli
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_a_10000_message_send_loses_and_duplicates_nothing_on_postgres() {
     survives_kill_9(true).await;
+}
+
+/// Tests send at any hour of the day they run: quiet hours have tests of their own
+/// (`domain::send_window`), and with the default window (08:00–20:00 in the patient's
+/// zone) these would fail every night.
+async fn send_at_any_hour(store: &dyn store::Store, org: &mut domain::Organization) {
+    org.messaging.send_windows.default =
+        domain::SendWindow::new(jiff::civil::Time::MIN, jiff::civil::Time::MAX).unwrap();
+    store::OrganizationStore::update_messaging_settings(store, org.id, &org.messaging)
+        .await
+        .unwrap();
 }

@@ -396,10 +396,11 @@ impl App {
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("sqlite://{}", dir.join("rapport.db").display());
         let store = rapport::open_store(&url).await.expect("open store");
-        let org =
+        let mut org =
             rapport::cli::create_org(&*store, "north-clinic", "North Clinic", "America/New_York")
                 .await
                 .unwrap();
+        send_at_any_hour(&*store, &mut org).await;
         let token = rapport::cli::create_token(&*store, org.id, "ci admin", domain::Role::Admin)
             .await
             .unwrap();
@@ -745,4 +746,15 @@ async fn a_public_url_with_a_port_and_a_path_prefix() {
     // A proxy on a non-default port that strips `/rapport` before passing requests on.
     webhooks_signed_by_the_library(&twilio, Some("https://gateway.example.org:8443/rapport/"))
         .await;
+}
+
+/// Tests send at any hour of the day they run: quiet hours have tests of their own
+/// (`domain::send_window`), and with the default window (08:00–20:00 in the patient's
+/// zone) these would fail every night.
+async fn send_at_any_hour(store: &dyn store::Store, org: &mut domain::Organization) {
+    org.messaging.send_windows.default =
+        domain::SendWindow::new(jiff::civil::Time::MIN, jiff::civil::Time::MAX).unwrap();
+    store::OrganizationStore::update_messaging_settings(store, org.id, &org.messaging)
+        .await
+        .unwrap();
 }

@@ -99,10 +99,11 @@ impl TestApp {
         };
         tweak(&mut config);
         let store = rapport::open_store(&url).await.expect("open store");
-        let org =
+        let mut org =
             rapport::cli::create_org(&*store, "north-clinic", "North Clinic", "America/New_York")
                 .await
                 .unwrap();
+        send_at_any_hour(&*store, &mut org).await;
         let token = rapport::cli::create_token(&*store, org.id, "test admin", domain::Role::Admin)
             .await
             .unwrap();
@@ -150,9 +151,11 @@ impl TestApp {
 
     /// Another organisation with its own admin token.
     pub async fn other_org(&self, slug: &str) -> (domain::Organization, String) {
-        let org = rapport::cli::create_org(&*self.store, slug, "Other Clinic", "America/Chicago")
-            .await
-            .unwrap();
+        let mut org =
+            rapport::cli::create_org(&*self.store, slug, "Other Clinic", "America/Chicago")
+                .await
+                .unwrap();
+        send_at_any_hour(&*self.store, &mut org).await;
         let token =
             rapport::cli::create_token(&*self.store, org.id, "other admin", domain::Role::Admin)
                 .await
@@ -304,4 +307,15 @@ pub fn assert_error(
     if let Some(f) = field {
         assert_eq!(got.1["error"]["field"], f, "{}", got.1);
     }
+}
+
+/// Tests send at any hour of the day they run: quiet hours have tests of their own
+/// (`domain::send_window`), and with the default window (08:00–20:00 in the patient's
+/// zone) these would fail every night.
+async fn send_at_any_hour(store: &dyn store::Store, org: &mut domain::Organization) {
+    org.messaging.send_windows.default =
+        domain::SendWindow::new(jiff::civil::Time::MIN, jiff::civil::Time::MAX).unwrap();
+    store::OrganizationStore::update_messaging_settings(store, org.id, &org.messaging)
+        .await
+        .unwrap();
 }
