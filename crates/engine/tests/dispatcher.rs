@@ -95,6 +95,19 @@ fn message(org: &Organization, to: &str, kind: &str, key: &str, at: Timestamp) -
     m
 }
 
+/// A world on the system clock that sends at any hour the test runs: with the default
+/// window (08:00–20:00 in the patient's zone) these tests failed every night. Quiet
+/// hours are tested on fixed clocks here and in `domain::send_window`.
+async fn world_now(faults: Faults, tweak: impl FnOnce(&mut EngineConfig)) -> World {
+    let mut w = world(Arc::new(SystemClock), faults, tweak).await;
+    w.org.messaging.send_windows.default =
+        domain::SendWindow::new(jiff::civil::Time::MIN, jiff::civil::Time::MAX).unwrap();
+    store::OrganizationStore::update_messaging_settings(&*w.store, w.org.id, &w.org.messaging)
+        .await
+        .unwrap();
+    w
+}
+
 async fn state(w: &World, id: MessageId) -> OutboundMessage {
     w.store.outbound(w.org.id, id).await.unwrap()
 }
@@ -228,7 +241,7 @@ async fn reminders_for_cancelled_appointments_are_suppressed() {
 
 #[tokio::test]
 async fn provider_refusals_teach_the_consent_ledger_and_the_patient_record() {
-    let w = world(Arc::new(SystemClock), Faults::default(), |_| {}).await;
+    let w = world_now(Faults::default(), |_| {}).await;
     w.sim.opt_out("+12015550123");
     let p = store::contract::patient(&w.org, "Ana", "Lee", "201-555-0123", "M1");
     w.store.insert_patient(&p).await.unwrap();
@@ -281,7 +294,7 @@ async fn every_message_arrives_exactly_once_through_injected_faults() {
         lost_response_rate: 0.05,
         ..Faults::default()
     };
-    let w = world(Arc::new(SystemClock), faults, |c| {
+    let w = world_now(faults, |c| {
         c.provider_timeout = Duration::from_millis(500);
         c.dispatch.backoff_base = Duration::from_millis(20);
         c.dispatch.backoff_max = Duration::from_millis(200);
@@ -564,7 +577,7 @@ async fn two_messages_to_a_new_number_in_one_batch_wait_for_one_welcome() {
 
 #[tokio::test]
 async fn a_paced_sender_is_held_to_its_rate() {
-    let w = world(Arc::new(SystemClock), Faults::default(), |c| {
+    let w = world_now(Faults::default(), |c| {
         c.dispatch.pacing = true;
     })
     .await;
@@ -610,7 +623,7 @@ async fn the_overlapped_dispatcher_loop_sends_every_message_once_through_faults(
         lost_response_rate: 0.05,
         ..Faults::default()
     };
-    let w = world(Arc::new(SystemClock), faults, |c| {
+    let w = world_now(faults, |c| {
         c.provider_timeout = Duration::from_millis(500);
         c.dispatch.backoff_base = Duration::from_millis(20);
         c.dispatch.backoff_max = Duration::from_millis(200);
