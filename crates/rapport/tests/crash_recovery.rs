@@ -11,6 +11,8 @@ use store::{AppStore, StoreError};
 
 mod serve_process;
 use serve_process::{Server, free_port};
+mod any_hour;
+use any_hour::send_at_any_hour;
 
 const MESSAGES: usize = 10_000;
 const KILLS: usize = 5;
@@ -194,15 +196,4 @@ async fn kill_9_during_a_10000_message_send_loses_and_duplicates_nothing_on_sqli
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_a_10000_message_send_loses_and_duplicates_nothing_on_postgres() {
     survives_kill_9(true).await;
-}
-
-/// Tests send at any hour of the day they run: quiet hours have tests of their own
-/// (`domain::send_window`), and with the default window (08:00–20:00 in the patient's
-/// zone) these would fail every night.
-async fn send_at_any_hour(store: &dyn store::Store, org: &mut domain::Organization) {
-    org.messaging.send_windows.default =
-        domain::SendWindow::new(jiff::civil::Time::MIN, jiff::civil::Time::MAX).unwrap();
-    store::OrganizationStore::update_messaging_settings(store, org.id, &org.messaging)
-        .await
-        .unwrap();
 }

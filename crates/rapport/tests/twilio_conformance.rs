@@ -16,6 +16,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use store::AppStore;
+mod any_hour;
+use any_hour::send_at_any_hour;
 
 const AUTH_TOKEN: &str = "5f1c0a9e7d3b48c2a6e4f08b1d2c3e4f";
 const OUR_NUMBER: &str = "+12015550100";
@@ -746,15 +748,4 @@ async fn a_public_url_with_a_port_and_a_path_prefix() {
     // A proxy on a non-default port that strips `/rapport` before passing requests on.
     webhooks_signed_by_the_library(&twilio, Some("https://gateway.example.org:8443/rapport/"))
         .await;
-}
-
-/// Tests send at any hour of the day they run: quiet hours have tests of their own
-/// (`domain::send_window`), and with the default window (08:00–20:00 in the patient's
-/// zone) these would fail every night.
-async fn send_at_any_hour(store: &dyn store::Store, org: &mut domain::Organization) {
-    org.messaging.send_windows.default =
-        domain::SendWindow::new(jiff::civil::Time::MIN, jiff::civil::Time::MAX).unwrap();
-    store::OrganizationStore::update_messaging_settings(store, org.id, &org.messaging)
-        .await
-        .unwrap();
 }

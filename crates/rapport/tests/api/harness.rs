@@ -5,6 +5,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::sync::Arc;
 use store::AppStore;
+#[path = "../any_hour/mod.rs"]
+mod any_hour;
+use any_hour::send_at_any_hour;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Backend {
@@ -307,15 +310,4 @@ pub fn assert_error(
     if let Some(f) = field {
         assert_eq!(got.1["error"]["field"], f, "{}", got.1);
     }
-}
-
-/// Tests send at any hour of the day they run: quiet hours have tests of their own
-/// (`domain::send_window`), and with the default window (08:00–20:00 in the patient's
-/// zone) these would fail every night.
-async fn send_at_any_hour(store: &dyn store::Store, org: &mut domain::Organization) {
-    org.messaging.send_windows.default =
-        domain::SendWindow::new(jiff::civil::Time::MIN, jiff::civil::Time::MAX).unwrap();
-    store::OrganizationStore::update_messaging_settings(store, org.id, &org.messaging)
-        .await
-        .unwrap();
 }
